@@ -1,0 +1,3 @@
+"""jaxcls: image classification in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Speed of a config: compiled train step alone vs the real training loop. One JSON line.
+
+    python -m jaxcls.benchmark --config=configs/cifar10_resnet18.py [--config.k=v ...]
+
+- compiled step: the jitted train step on `synthetic` data already on device (median of
+  --steps after --warmup), its compile time, and FLOPs from XLA's cost analysis;
+- full loop: `train.run` itself on the configured dataset (data pipeline, host->device copies,
+  logging), ms per step measured by the loop between log points, compilation excluded.
+MFU = FLOPs per step / step time / the device's peak dense bf16 FLOP/s (null where unknown).
+"""
+
+import functools
+import json
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxcls import sharding, steps, train, writers
+
+config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
+flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
+flags.DEFINE_integer("loop_steps", 30, "Steps of the full loop after its first log interval.")
+flags.DEFINE_integer("log_every", 10, "Log interval of the full loop (its timing granularity).")
+flags.mark_flags_as_required(["config"])
+
+# Peak dense bf16 FLOP/s per chip, from the vendors' data sheets.
+PEAK_FLOPS = {
+    "H100": 989e12, "H200": 989e12, "A100": 312e12,
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+}
+
+
+def peak_flops(device_kind: str) -> float | None:
+    return next((v for k, v in PEAK_FLOPS.items() if k.lower() in device_kind.lower()), None)
+
+
+def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
+    """Compile time, FLOPs and median ms of the train step on synthetic on-device data."""
+    mesh = sharding.make_mesh()
+    model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
+    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size)
+    abstract_state = jax.eval_shape(init, jax.random.key(0))
+    state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state)
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
+    n, s = config.batch_size, config.image_size
+    batch = jax.device_put({
+        "image": jax.random.randint(jax.random.key(1), (n, s, s, 3), 0, 256).astype(jnp.uint8),
+        "label": jax.random.randint(jax.random.key(2), (n,), 0, config.num_classes),
+        "mask": jnp.ones((n,), jnp.float32)}, sharding.batch_sharding(mesh))
+    rng = jax.random.key(3)
+
+    t = time.perf_counter()
+    compiled = train_step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else None
+
+    for _ in range(warmup):
+        state, _ = compiled(state, batch, rng)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(num_steps):
+        t = time.perf_counter()
+        state, _ = compiled(state, batch, rng)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t)
+    return {"compile_s": round(compile_s, 2), "step_ms": round(1e3 * statistics.median(times), 2),
+            "flops_per_step": flops}
+
+
+def time_full_loop(config, loop_steps: int, log_every: int) -> dict:
+    """ms per step of the real training loop (train.run) on the configured dataset."""
+    config = config.copy_and_resolve_references()
+    config.num_steps = log_every + loop_steps  # the first interval (compilation) is not timed
+    config.log_every_steps = log_every
+    config.eval_every_steps = None
+    config.eval_every_epochs = None
+    config.final_eval = False
+    config.checkpoint_every_steps = 10**9  # only the final save, after the timed steps
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = train.run(config, workdir)
+    return {"loop_step_ms": round(summary["loop_step_ms"], 2), "dataset": config.dataset}
+
+
+def run(config, num_steps: int = 10, warmup: int = 2, loop_steps: int = 30,
+        log_every: int = 10) -> dict:
+    """Both measurements and what follows from them, as one dict."""
+    synthetic = config.copy_and_resolve_references()
+    synthetic.dataset = "synthetic"
+    result = {"model": config.model, "image_size": config.image_size, "dtype": config.dtype,
+              "global_batch": config.batch_size,
+              "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count()}
+    result.update(time_compiled_step(synthetic, num_steps, warmup))
+    if loop_steps > 0:
+        result.update(time_full_loop(config, loop_steps, log_every))
+        result["loop_over_step"] = round(result["loop_step_ms"] / result["step_ms"], 3)
+    result["img_per_s"] = round(config.batch_size * 1e3 / result["step_ms"], 1)
+    peak = peak_flops(result["device_kind"])
+    result["mfu"] = (round(result["flops_per_step"] / (result["step_ms"] / 1e3) /
+                           (peak * jax.device_count()), 4)
+                     if peak and result["flops_per_step"] else None)
+    return result
+
+
+def main(argv):
+    del argv
+    writers.quiet_libraries()
+    f = flags.FLAGS
+    print(json.dumps(run(f.config, f.steps, f.warmup, f.loop_steps, f.log_every)), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

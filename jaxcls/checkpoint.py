@@ -1,0 +1,58 @@
+"""Checkpoints: train state + data-iterator position under WORKDIR/checkpoints, via orbax.
+
+All orbax calls live here (orbax's v1 API is expected to replace v0 at its 1.0).
+Kept: the last `keep` checkpoints plus the best by eval accuracy.
+"""
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class Checkpointer:
+    def __init__(self, workdir: str, keep: int):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        preservation = policies.AnyPreservationPolicy([
+            policies.LatestN(keep),
+            policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1,
+                           keep_checkpoints_without_metrics=False),
+        ])
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(
+                preservation_policy=preservation, enable_async_checkpointing=True, create=True))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iter, eval_metrics: dict | None = None) -> None:
+        """Starts an asynchronous save (device->host copy happens before this returns)."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter)),
+            metrics=eval_metrics, force=True)
+
+    def restore(self, step: int, abstract_state, data_iter):
+        """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings);
+        `data_iter` is moved to where it was when that step was saved."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+        return restored["state"]
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract(tree, shardings):
+    """ShapeDtypeStructs carrying the target shardings, for a restore onto the current mesh."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)

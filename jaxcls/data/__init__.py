@@ -1,0 +1,1 @@
+"""Data: sources (digits, folder, tfds, synthetic), the grain host loader, device augmentation."""

@@ -1,0 +1,265 @@
+"""Datasets by spec: `digits`, `folder:PATH`, `tfds:NAME`, `synthetic`.
+
+Every source is random access (len + getitem, as grain wants) and yields one example as
+`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`. An unreadable image
+comes back with `bad=True` and a zero image, so a corrupt file in hour 20 costs one masked slot
+in a batch, not the run.
+"""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from absl import logging
+
+from jaxcls.data import images
+
+
+def example(image: np.ndarray, label: int, index: int, bad: bool = False) -> dict:
+    return {"image": image, "label": np.int32(label), "bad": np.bool_(bad),
+            "index": np.int32(index)}
+
+
+class ArraySource:
+    """Images already decoded in memory: uint8 [N, S, S, 3] and int labels [N]."""
+
+    def __init__(self, images_: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None):
+        self.images, self.labels = images_, np.asarray(labels, np.int32)
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return example(self.images[i], self.labels[i], i)
+
+    def name(self, i: int) -> str:
+        return self.names[i] if self.names is not None else f"example {i}"
+
+
+class FileSource:
+    """Image files decoded on access (by grain's workers when streaming)."""
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], size: int, crop_frac: float):
+        self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
+        self.size, self.crop_frac = size, crop_frac
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            image = images.load_image(self.paths[i], self.size, self.crop_frac)
+        except Exception:  # PIL raises many types on corrupt input; all mean "skip this file"
+            return example(np.zeros((self.size, self.size, 3), np.uint8), self.labels[i], i, True)
+        return example(image, self.labels[i], i)
+
+    def name(self, i: int) -> str:
+        return self.paths[i]
+
+
+class TfdsSource:
+    """A `tfds.data_source` split (array_record, no TensorFlow), resized to the config's size."""
+
+    def __init__(self, source, size: int, crop_frac: float, image_key: str, label_key: str):
+        self.source, self.size, self.crop_frac = source, size, crop_frac
+        self.image_key, self.label_key = image_key, label_key
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.source[i]
+        try:
+            image = images.array_to_image(np.asarray(record[self.image_key]), self.size,
+                                          self.crop_frac)
+        except Exception:
+            return example(np.zeros((self.size, self.size, 3), np.uint8), 0, i, True)
+        return example(image, int(record[self.label_key]), i)
+
+    def name(self, i: int) -> str:
+        return f"record {i}"
+
+
+class SyntheticSource:
+    """Random pixels and labels (for benchmarks): a small fixed pool, so the host costs nothing."""
+
+    def __init__(self, length: int, size: int, num_classes: int, seed: int = 0, pool: int = 64):
+        rng = np.random.default_rng(seed)
+        self.pool = rng.integers(0, 256, (pool, size, size, 3), dtype=np.uint8)
+        self.labels = rng.integers(0, num_classes, length).astype(np.int32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return example(self.pool[i % len(self.pool)], self.labels[i], i)
+
+    def name(self, i: int) -> str:
+        return f"synthetic {i}"
+
+
+@dataclasses.dataclass
+class Dataset:
+    train: object  # a source as above
+    eval: object
+    class_names: list[str]
+    skipped: list[str] = dataclasses.field(default_factory=list)  # files dropped while caching
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# ---------------------------------------------------------------------------------------------
+# digits
+
+
+def digits(size: int, test_fraction: float, seed: int) -> Dataset:
+    """scikit-learn's bundled 1,797 8x8 digits, upsampled to size x size RGB, stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    pixels = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    upsampled = np.stack([images.array_to_image(p, size) for p in pixels])
+    idx_train, idx_test = train_test_split(np.arange(len(pixels)), test_size=test_fraction,
+                                           stratify=data.target, random_state=seed)
+    return Dataset(ArraySource(upsampled[idx_train], data.target[idx_train]),
+                   ArraySource(upsampled[idx_test], data.target[idx_test]),
+                   [str(d) for d in data.target_names])
+
+
+# ---------------------------------------------------------------------------------------------
+# folder:PATH
+
+
+def _list_class_folder(split_dir: str) -> dict[str, list[str]]:
+    """{class name: sorted image paths} for split_dir/<class>/*; errors name what is wrong."""
+    if not os.path.isdir(split_dir):
+        raise FileNotFoundError(f"dataset folder {split_dir!r} does not exist")
+    classes = sorted(e.name for e in os.scandir(split_dir)
+                     if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"dataset folder {split_dir!r} has no class sub-folders; expected "
+                         f"{split_dir}/<class>/<image files>")
+    found = {}
+    for c in classes:
+        files = sorted(e.path for e in os.scandir(os.path.join(split_dir, c))
+                       if e.is_file() and e.name.lower().endswith(images.IMAGE_EXTENSIONS))
+        if not files:
+            raise ValueError(f"class folder {os.path.join(split_dir, c)!r} has no image files "
+                             f"({', '.join(images.IMAGE_EXTENSIONS)})")
+        found[c] = files
+    return found
+
+
+def folder(path: str, size: int, crop_frac: float, holdout_fraction: float, seed: int
+           ) -> Dataset:
+    """PATH/train/<class>/* with PATH/test (or PATH/val); without either, a stratified hold-out."""
+    train = _list_class_folder(os.path.join(path, "train"))
+    class_names = list(train)
+    paths = [p for c in class_names for p in train[c]]
+    labels = [i for i, c in enumerate(class_names) for _ in train[c]]
+    eval_dir = next((os.path.join(path, s) for s in ("test", "val")
+                     if os.path.isdir(os.path.join(path, s))), None)
+    if eval_dir is not None:
+        held = _list_class_folder(eval_dir)
+        unknown = sorted(set(held) - set(class_names))
+        if unknown:
+            raise ValueError(f"{eval_dir!r} has classes that {path}/train lacks: {unknown}")
+        eval_paths = [p for c in held for p in held[c]]
+        eval_labels = [class_names.index(c) for c in held for _ in held[c]]
+    else:
+        from sklearn.model_selection import train_test_split
+
+        logging.warning("%s has no test/ or val/ folder: holding out %.0f%% of train (seed %d)",
+                    path, 100 * holdout_fraction, seed)
+        paths, eval_paths, labels, eval_labels = train_test_split(
+            paths, labels, test_size=holdout_fraction, stratify=labels, random_state=seed)
+    return Dataset(FileSource(paths, labels, size, crop_frac),
+                   FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
+
+
+def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, list[str]]:
+    """Decodes every file once into an ArraySource; returns it and the unreadable paths."""
+    n = len(source)
+    out = np.empty((n, source.size, source.size, 3), np.uint8)
+    ok = np.ones(n, bool)
+    every = max(n // 10, 1)
+
+    def decode(i: int) -> None:
+        ex = source[i]
+        out[i], ok[i] = ex["image"], not ex["bad"]
+
+    with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
+        for k, _ in enumerate(pool.map(decode, range(n)), 1):
+            if k % every == 0 or k == n:
+                logging.info("decoding %d images into memory: %d/%d", n, k, n)
+    bad = [source.paths[i] for i in np.flatnonzero(~ok)]
+    keep = np.flatnonzero(ok)
+    return ArraySource(out[keep], source.labels[keep], [source.paths[i] for i in keep]), bad
+
+
+# ---------------------------------------------------------------------------------------------
+# tfds:NAME
+
+
+def tfds_dataset(name: str, data_dir: str | None, size: int, crop_frac: float, train_split: str,
+                 eval_split: str, image_key: str, label_key: str) -> Dataset:
+    """A TFDS dataset prepared as array_record files, read without TensorFlow."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        train = tfds.data_source(name, split=train_split, data_dir=data_dir)
+        held = tfds.data_source(name, split=eval_split, data_dir=data_dir)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} (splits {train_split!r}/{eval_split!r}) is not prepared under "
+            f"data_dir={data_dir or '~/tensorflow_datasets'!r} ({type(e).__name__}: {e}).\n"
+            f"Prepare it once, with TensorFlow installed (pip install -e '.[tf]'):\n"
+            f"  tfds build {name} --file_format=array_record --data_dir=DIR\n"
+            f"(ImageNet needs its tar files placed in DIR/downloads/manual first), then pass "
+            f"--config.data_dir=DIR.") from None
+    feature = builder.info.features[label_key]
+    class_names = list(feature.names) if hasattr(feature, "names") else [
+        str(i) for i in range(feature.num_classes)]
+    return Dataset(TfdsSource(train, size, crop_frac, image_key, label_key),
+                   TfdsSource(held, size, crop_frac, image_key, label_key), class_names)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def create(config) -> Dataset:
+    """The dataset that `config.dataset` names, decoded small datasets held in memory."""
+    spec, size = config.dataset, config.image_size
+    kind, _, arg = spec.partition(":")
+    if kind == "digits":
+        return digits(size, config.holdout_fraction, config.seed)
+    if kind == "synthetic":
+        n = config.synthetic_examples
+        return Dataset(SyntheticSource(n, size, config.num_classes, 0),
+                       SyntheticSource(max(n // 10, 1), size, config.num_classes, 1),
+                       [str(i) for i in range(config.num_classes)])
+    if kind == "tfds" and arg:
+        return tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
+                            config.tfds_train_split, config.tfds_eval_split, "image", "label")
+    if kind == "folder" and arg:
+        ds = folder(os.path.expanduser(arg), size, config.crop_frac, config.holdout_fraction,
+                    config.seed)
+        decoded_gib = (len(ds.train) + len(ds.eval)) * size * size * 3 / 2**30
+        if decoded_gib <= config.cache_max_gib:
+            ds.train, bad_train = cache_in_memory(ds.train)
+            ds.eval, bad_eval = cache_in_memory(ds.eval)
+            ds.skipped = bad_train + bad_eval
+            for p in ds.skipped:
+                logging.warning("skipping unreadable image %s", p)
+            if len(ds.train) == 0:
+                raise ValueError(f"no readable training images under {arg!r}")
+        return ds
+    raise ValueError(f"config.dataset={spec!r} is not one of: digits, folder:PATH, tfds:NAME, "
+                     "synthetic")

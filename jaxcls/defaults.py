@@ -1,0 +1,70 @@
+"""Every config key jaxcls reads, with its default and what it means.
+
+Recipes in configs/ start from `get_config()` here and change what differs; `validate` rejects a
+key that is not below, so a typo fails at start with its name. Durations come in pairs
+(`num_epochs`/`num_steps`, `warmup_epochs`/`warmup_steps`, `eval_every_epochs`/`eval_every_steps`):
+set either; where both are set, the `_steps` one wins.
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # --- data ---------------------------------------------------------------------------------
+    c.dataset = "digits"  # digits | folder:PATH | tfds:NAME | synthetic
+    c.data_dir = ""  # TFDS data_dir ("" = TFDS's default, ~/tensorflow_datasets)
+    c.tfds_train_split = "train"  # TFDS split to train on
+    c.tfds_eval_split = "test"  # TFDS split to evaluate on ("validation" for imagenet2012)
+    c.image_size = 32  # images reach the model as image_size x image_size RGB
+    c.crop_frac = 1.0  # host resize: shorter side to image_size / crop_frac, then center crop
+    c.holdout_fraction = 0.2  # digits, or a folder without test/ or val/: stratified hold-out
+    c.num_classes = 10  # classes of `synthetic` (other datasets know their own)
+    c.synthetic_examples = 10_000  # size of the `synthetic` train split
+    c.cache_max_gib = 4.0  # folder: decode into RAM once when it fits in this many GiB; 0: stream
+    c.num_workers = 0  # grain worker processes that decode files (0: threads in this process)
+    c.num_threads = 4  # grain reader threads per process
+
+    # --- device-side augmentation (inside the jitted step) -----------------------------------
+    c.crop_padding = 4  # random crop after zero-padding each side by this many pixels (0: off)
+    c.flip = True  # random horizontal flip
+    c.mean = (0.485, 0.456, 0.406)  # per-channel mean in [0, 1] units, subtracted after /255
+    c.std = (0.229, 0.224, 0.225)  # per-channel std in [0, 1] units
+
+    # --- model ---------------------------------------------------------------------------------
+    c.model = "resnet18"  # a name from jaxcls.models.MODELS
+    c.model_kwargs = ml_collections.ConfigDict()  # overrides of the model's fields (width, stem)
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
+
+    # --- optimisation --------------------------------------------------------------------------
+    c.batch_size = 128  # global batch, split over all devices and processes
+    c.grad_accum_steps = 1  # split each batch into this many micro-batches, one update per batch
+    c.num_epochs = placeholder(float)  # training length in epochs ...
+    c.num_steps = placeholder(int)  # ... or in steps (wins when both are set)
+    c.optimizer = "sgd"  # sgd | adamw
+    c.learning_rate = 0.1  # peak learning rate, reached at the end of warm-up
+    c.momentum = 0.9  # sgd momentum (0: plain SGD)
+    c.nesterov = False  # sgd: Nesterov momentum
+    c.b1 = 0.9  # adamw beta1
+    c.b2 = 0.999  # adamw beta2
+    c.weight_decay = 5e-4  # decoupled for adamw, L2-style for sgd; never on biases or norm scales
+    c.schedule = "cosine"  # cosine | step | constant (after warm-up)
+    c.warmup_epochs = placeholder(float)  # linear warm-up from 0, in epochs ...
+    c.warmup_steps = placeholder(int)  # ... or steps
+    c.min_learning_rate = 0.0  # cosine: final learning rate
+    c.decay_epochs = (30, 60, 80)  # step: epochs at which the rate is multiplied by decay_factor
+    c.decay_factor = 0.1  # step: multiplier at each of decay_epochs
+    c.label_smoothing = 0.0  # cross-entropy label smoothing
+    c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
+
+    # --- loop, evaluation, checkpoints ------------------------------------------------------------
+    c.seed = 0  # one seed for init, data order, augmentation and splits
+    c.log_every_steps = 50  # progress line, TensorBoard and metrics.jsonl every N steps
+    c.eval_every_epochs = placeholder(float)  # evaluate every N epochs ...
+    c.eval_every_steps = placeholder(int)  # ... or steps (neither: only at the end)
+    c.final_eval = True  # evaluate when training ends (benchmarks turn it off)
+    c.checkpoint_every_steps = 1000  # also saved at every evaluation and at the end
+    c.keep_checkpoints = 3  # keep the last K checkpoints, plus the best by eval accuracy
+    return c

@@ -1,0 +1,102 @@
+"""The train state and the pure, jittable train and eval steps."""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxcls import losses, metrics
+from jaxcls.data import augment
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               image_size: int) -> TrainState:
+    """Fresh parameters, BatchNorm statistics and optimizer state."""
+    variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3)), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def _dtype(config: ml_collections.ConfigDict):
+    return jnp.dtype(config.dtype)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict):
+    """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask."""
+    k = config.grad_accum_steps
+
+    def loss_and_grads(params, batch_stats, micro, rng):
+        images = augment.train_augment(rng, micro["image"], config.crop_padding, config.flip)
+        images = augment.normalize(images, config.mean, config.std, _dtype(config))
+
+        def loss_fn(p):
+            logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
+                                          train=True, mutable=["batch_stats"])
+            per_example = losses.softmax_cross_entropy(logits, micro["label"],
+                                                       config.label_smoothing)
+            return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
+
+        (_, (logits, per_example, updates)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(params)
+        m = metrics.gather(per_example, logits, micro["label"], micro["mask"])
+        return grads, updates.get("batch_stats", batch_stats), m
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.step)
+        if k == 1:
+            grads, batch_stats, m = loss_and_grads(state.params, state.batch_stats, batch, rng)
+        else:
+            # Micro-batches: [B, ...] -> [k, B/k, ...], micro-batch i = rows i, i+k, ..., so
+            # every device keeps its own rows. Gradients of the masked loss *sum* add up
+            # exactly; one division by the number of real examples then gives the batch mean.
+            micro = jax.tree.map(
+                lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
+
+            def body(carry, xs):
+                grads_sum, batch_stats = carry
+                mb, i = xs
+                grads, batch_stats, m = loss_and_grads(state.params, batch_stats, mb,
+                                                       jax.random.fold_in(rng, i))
+                return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), m
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            # (A scan, not k unrolled copies: compile time stays flat in k. XLA:CPU runs loop
+            # bodies several times slower, which is why k == 1 skips it.)
+            (grads, batch_stats), ms = jax.lax.scan(body, (zeros, state.batch_stats),
+                                                    (micro, jnp.arange(k)))
+            m = jax.tree.map(lambda x: jnp.sum(x, axis=0), ms)  # Average totals/counts add
+        count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
+        grads = jax.tree.map(lambda g: g / count, grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+        return new, m
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
+    """eval_step(state, batch) -> Metrics, with running BatchNorm statistics."""
+
+    def eval_step(state: TrainState, batch: dict) -> metrics.Metrics:
+        images = augment.normalize(batch["image"], config.mean, config.std, _dtype(config))
+        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
+                             train=False)
+        loss = losses.softmax_cross_entropy(logits, batch["label"])
+        return metrics.gather(loss, logits, batch["label"], batch["mask"])
+
+    return eval_step

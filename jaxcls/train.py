@@ -1,0 +1,239 @@
+"""`run(config, workdir)`: train, evaluate, checkpoint and resume. Reads top to bottom."""
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, writers
+from jaxcls.data import loader, sources
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fails on a key jaxcls does not know or a value it cannot use, naming the key."""
+    known = defaults.get_config()
+    unknown = sorted(set(config.keys()) - set(known.keys()))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys are listed in "
+                         f"jaxcls/defaults.py")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
+    per_step = jax.device_count() * config.grad_accum_steps
+    if config.batch_size <= 0 or config.batch_size % per_step:
+        raise ValueError(f"config.batch_size={config.batch_size} must be a positive multiple of "
+                         f"devices ({jax.device_count()}) x grad_accum_steps "
+                         f"({config.grad_accum_steps})")
+    models.check_name(config.model)
+    if config.num_steps is None and config.num_epochs is None:
+        raise ValueError("set config.num_epochs or config.num_steps")
+    for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if config[key] <= 0:
+            raise ValueError(f"config.{key}={config[key]} must be positive")
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves at the next step boundary and returns."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _best_eval(metrics_path: str) -> tuple[float, int | None]:
+    """Best eval accuracy (and its step) logged so far: a resumed run keeps counting from it."""
+    best = (-1.0, None)
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("split") == "eval" and row["accuracy"] > best[0]:
+                    best = (row["accuracy"], row["step"])
+    return best
+
+
+def create_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
+                               steps_per_epoch: int, total_steps: int):
+    """(model, learning-rate schedule, optax optimizer) for `config`."""
+    model = models.create(config.model, num_classes, dtype=jnp.dtype(config.dtype),
+                          **config.model_kwargs)
+    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+    return model, schedule, optim.create_optimizer(config, schedule)
+
+
+def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
+    """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated."""
+    state_sharding = sharding.tree_shardings(mesh, abstract_state)
+    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    train_step = jax.jit(steps.make_train_step(model, tx, config),
+                         in_shardings=(state_sharding, batch_sharding, replicated),
+                         out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_step = jax.jit(steps.make_eval_step(model, config),
+                        in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+    return state_sharding, train_step, eval_step
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
+    validate(config)
+    t_start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    # ---- data ------------------------------------------------------------------------------
+    dataset = sources.create(config)
+    steps_per_epoch = max(len(dataset.train) // config.batch_size, 1)
+    total_steps = optim.resolve_steps(config, "num", steps_per_epoch)
+    eval_every = optim.resolve_steps(config, "eval_every", steps_per_epoch)
+    logging.info("dataset %s: %d train / %d eval examples, %d classes; %d steps of %d "
+                 "(%d steps per epoch)", config.dataset, len(dataset.train), len(dataset.eval),
+                 dataset.num_classes, total_steps, config.batch_size, steps_per_epoch)
+    skipped = {name: None for name in dataset.skipped}  # ordered set of unreadable files
+
+    def note_unreadable(batch: dict, source) -> None:
+        if batch["bad"].any():  # only streaming sources yield bad examples; cached ones drop them
+            for i in batch["index"][batch["bad"]]:
+                name = source.name(int(i))
+                if name not in skipped:
+                    skipped[name] = None
+                    logging.warning("skipping unreadable image %s", name)
+
+    # ---- mesh, model, optimizer, state ------------------------------------------------------
+    mesh = sharding.make_mesh()
+    batch_sharding = sharding.batch_sharding(mesh)
+    model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
+                                                     steps_per_epoch, total_steps)
+    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size)
+    abstract_state = jax.eval_shape(init, init_rng)
+    state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
+                                                          abstract_state)
+    num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    logging.info("model %s: %s parameters on %d device(s)", config.model, f"{num_params:,}",
+                 jax.device_count())
+
+    train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
+                                       config.seed, config.num_workers, config.num_threads)
+    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+    start_step = ckpt.latest_step() or 0
+    if start_step:
+        state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
+                             train_iter)
+        logging.info("resumed from %s", ckpt.path(start_step))
+    else:
+        state = jax.jit(init, out_shardings=state_sharding)(init_rng)
+
+    def evaluate(state) -> dict[str, float]:
+        batches = loader.eval_batches(dataset.eval, config.batch_size, config.num_threads)
+        collected = None
+        for batch in batches:
+            note_unreadable(batch, dataset.eval)
+            m = eval_step(state, loader.to_global(batch, batch_sharding))
+            collected = m if collected is None else collected.merge(m)
+        return metrics.to_host(collected)
+
+    # ---- loop --------------------------------------------------------------------------------
+    writer = writers.MetricWriter(workdir, start_step)
+    best_accuracy, best_step = _best_eval(os.path.join(workdir, "metrics.jsonl"))
+    stop = _StopFlag()
+    pending = []  # per-step train metrics since the last log point, still on device
+    interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
+    t_interval, step_interval = time.perf_counter(), start_step
+    last_eval = None
+
+    def log_train(step: int) -> None:
+        """Host sync point: reduce pending metrics, stop on NaN/inf, print and write them."""
+        nonlocal t_interval, step_interval
+        values = metrics.to_host(functools.reduce(lambda a, b: a.merge(b), pending))
+        pending.clear()
+        if not np.isfinite(values["loss"]):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            raise FloatingPointError(
+                f"train loss is {values['loss']} at step {step}; stopping without saving. Last "
+                f"good checkpoint: {ckpt.path(last) if last else 'none'}. Lower "
+                f"config.learning_rate or set config.grad_clip_norm.")
+        now = time.perf_counter()
+        ms = 1e3 * (now - t_interval) / max(step - step_interval, 1)
+        if step_interval > start_step:  # the first interval holds compilation
+            interval_ms.append(ms)
+        t_interval, step_interval = now, step
+        values["learning_rate"] = float(schedule(step))
+        values["img_per_s"] = config.batch_size * 1e3 / ms
+        writer.write(step, "train", values)
+        logging.info(writers.progress_line(step, total_steps, step / steps_per_epoch, values,
+                                           values["learning_rate"], values["img_per_s"],
+                                           (total_steps - step) * ms / 1e3))
+
+    def save(step: int, eval_metrics: dict | None = None) -> None:
+        nonlocal t_interval
+        ckpt.save(step, state, train_iter, eval_metrics)
+        t_interval = time.perf_counter()
+
+    for step in range(start_step, total_steps):
+        batch = next(train_iter)
+        note_unreadable(batch, dataset.train)
+        state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
+        pending.append(m)
+        done = step + 1
+        is_eval = ((eval_every and done % eval_every == 0)
+                   or (done == total_steps and config.final_eval))
+        is_save = is_eval or done % config.checkpoint_every_steps == 0 or stop.signal
+        if done % config.log_every_steps == 0 or is_save:
+            log_train(done)
+        if is_eval:
+            last_eval = evaluate(state)
+            writer.write(done, "eval", last_eval)
+            logging.info("eval at step %d: %s", done,
+                         " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+            if last_eval["accuracy"] > best_accuracy:
+                best_accuracy, best_step = last_eval["accuracy"], done
+        if is_save:
+            save(done, last_eval if is_eval else None)
+        if stop.signal:
+            logging.warning("%s received: saved step %d, exiting; rerun the same command to "
+                            "resume", stop.signal, done)
+            break
+
+    stop.restore()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    summary = {
+        "steps": int(state.step),
+        "total_steps": total_steps,
+        "stopped_by": stop.signal,
+        "final_eval": last_eval,
+        "best_accuracy": best_accuracy if best_step else None,
+        "best_step": best_step,
+        "best_checkpoint": ckpt.path(best_step) if best_step else None,
+        "skipped_files": len(skipped),
+        "loop_step_ms": float(np.median(interval_ms)) if interval_ms else None,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    logging.info("summary: best eval accuracy %s at step %s (%s); %d unreadable file(s) "
+                 "skipped; %.0f s wall", summary["best_accuracy"], best_step,
+                 summary["best_checkpoint"], len(skipped), summary["wall_s"])
+    return summary
