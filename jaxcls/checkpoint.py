@@ -56,3 +56,15 @@ def abstract(tree, shardings):
     """ShapeDtypeStructs carrying the target shardings, for a restore onto the current mesh."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def load_state(step_dir: str):
+    """The train state saved in `step_dir` (WORKDIR/checkpoints/STEP) as a tree of arrays on
+    this process's first device, whatever mesh saved it: for inspection and offline tools."""
+    path = os.path.join(os.path.abspath(step_dir), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          meta)
+    return checkpointer.restore(path, target)

@@ -13,6 +13,11 @@ class Metrics(metrics.Collection):
     top5: metrics.Average.from_output("correct5")
 
 
+@flax.struct.dataclass
+class TrainMetrics(Metrics):
+    grad_norm: metrics.Average.from_output("grad_norm")  # before clipping, one value per step
+
+
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     """1.0 where the label is among the k highest logits (ties broken by top_k's order), else 0."""
     k = min(k, logits.shape[-1])
@@ -25,6 +30,13 @@ def gather(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arra
     return Metrics.single_from_model_output(
         loss=loss, correct1=topk_correct(logits, labels, 1),
         correct5=topk_correct(logits, labels, 5), mask=mask)
+
+
+def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
+    """`m` plus the step's global gradient norm."""
+    return TrainMetrics(_reduction_counter=m._reduction_counter, loss=m.loss,
+                        accuracy=m.accuracy, top5=m.top5,
+                        grad_norm=metrics.Average.from_model_output(grad_norm))
 
 
 def to_host(collection: Metrics) -> dict[str, float]:

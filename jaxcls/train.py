@@ -149,6 +149,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             note_unreadable(batch, dataset.eval)
             m = eval_step(state, loader.to_global(batch, batch_sharding))
             collected = m if collected is None else collected.merge(m)
+        if collected is None:
+            raise ValueError(f"the eval split of {config.dataset!r} is empty")
         return metrics.to_host(collected)
 
     # ---- loop --------------------------------------------------------------------------------
@@ -165,11 +167,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         nonlocal t_interval, step_interval
         values = metrics.to_host(functools.reduce(lambda a, b: a.merge(b), pending))
         pending.clear()
-        if not np.isfinite(values["loss"]):
+        if not (np.isfinite(values["loss"]) and np.isfinite(values["grad_norm"])):
             ckpt.wait()
             last = ckpt.latest_step()
             raise FloatingPointError(
-                f"train loss is {values['loss']} at step {step}; stopping without saving. Last "
+                f"train loss {values['loss']}, gradient norm {values['grad_norm']} by step "
+                f"{step}; stopping without saving. Last "
                 f"good checkpoint: {ckpt.path(last) if last else 'none'}. Lower "
                 f"config.learning_rate or set config.grad_clip_norm.")
         now = time.perf_counter()
@@ -197,7 +200,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         done = step + 1
         is_eval = ((eval_every and done % eval_every == 0)
                    or (done == total_steps and config.final_eval))
-        is_save = is_eval or done % config.checkpoint_every_steps == 0 or stop.signal
+        is_save = (is_eval or done % config.checkpoint_every_steps == 0
+                   or done == total_steps or stop.signal)
         if done % config.log_every_steps == 0 or is_save:
             log_train(done)
         if is_eval:

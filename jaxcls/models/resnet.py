@@ -19,6 +19,22 @@ Conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init,
                conv_general_dilated=conv_general_dilated)
 
 
+def _conv_norm(dtype, train: bool):
+    """The conv and BatchNorm constructors every block uses (torchvision's BN settings)."""
+    conv = partial(Conv, dtype=dtype)
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=dtype)
+    return conv, norm
+
+
+def _merge(x, y, conv, norm, strides: int):
+    """relu(shortcut(x) + y), projecting x with a strided 1x1 conv + BN where shapes differ."""
+    if x.shape != y.shape:
+        x = norm(name="downsample_bn")(conv(y.shape[-1], (1, 1), strides,
+                                            name="downsample_conv")(x))
+    return nn.relu(x + y)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34)."""
 
@@ -29,19 +45,11 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(Conv, dtype=self.dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype)
-        residual = x
-        y = conv(self.filters, (3, 3), self.strides, padding=1)(x)
-        y = nn.relu(norm()(y))
+        conv, norm = _conv_norm(self.dtype, train)
+        y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides, padding=1)(x)))
         y = conv(self.filters, (3, 3), padding=1)(y)
-        y = norm(scale_init=nn.initializers.zeros if self.zero_init_last_bn else
-                 nn.initializers.ones)(y)
-        if residual.shape != y.shape:
-            residual = conv(self.filters, (1, 1), self.strides, name="downsample_conv")(residual)
-            residual = norm(name="downsample_bn")(residual)
-        return nn.relu(residual + y)
+        y = norm(scale_init=_last_gamma(self.zero_init_last_bn))(y)
+        return _merge(x, y, conv, norm, self.strides)
 
 
 class Bottleneck(nn.Module):
@@ -54,20 +62,16 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(Conv, dtype=self.dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype)
-        residual = x
+        conv, norm = _conv_norm(self.dtype, train)
         y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
         y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides, padding=1)(y)))
         y = conv(self.filters * 4, (1, 1))(y)
-        y = norm(scale_init=nn.initializers.zeros if self.zero_init_last_bn else
-                 nn.initializers.ones)(y)
-        if residual.shape != y.shape:
-            residual = conv(self.filters * 4, (1, 1), self.strides,
-                            name="downsample_conv")(residual)
-            residual = norm(name="downsample_bn")(residual)
-        return nn.relu(residual + y)
+        y = norm(scale_init=_last_gamma(self.zero_init_last_bn))(y)
+        return _merge(x, y, conv, norm, self.strides)
+
+
+def _last_gamma(zero: bool):
+    return nn.initializers.zeros if zero else nn.initializers.ones
 
 
 class ResNet(nn.Module):

@@ -1,0 +1,32 @@
+"""The benchmark command prints one JSON line with the figures BENCHMARKS.md quotes."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_benchmark_json_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcls.benchmark", "--config=configs/default.py",
+         "--config.image_size=8", "--config.model_kwargs.width=4", "--config.batch_size=32",
+         "--steps=3", "--warmup=1", "--loop_steps=4", "--log_every=2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["device_kind"] == "cpu" and result["device_count"] == 1
+    assert result["global_batch"] == 32 and result["dataset"] == "digits"
+    assert result["compile_s"] > 0 and result["step_ms"] > 0 and result["loop_step_ms"] > 0
+    assert result["flops_per_step"] > 1e6
+    assert result["img_per_s"] == round(32e3 / result["step_ms"], 1)
+    assert result["loop_over_step"] == round(result["loop_step_ms"] / result["step_ms"], 3)
+    assert result["mfu"] is None  # no known peak for a CPU
+
+
+def test_peak_table_knows_accelerators():
+    from jaxcls import benchmark
+
+    assert benchmark.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert benchmark.peak_flops("TPU v5 lite") == 197e12
+    assert benchmark.peak_flops("cpu") is None

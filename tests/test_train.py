@@ -1,0 +1,165 @@
+"""The training loop, step maths, optimizer and config errors, on tiny models in-process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcls import checkpoint, losses, models, optim, steps, train
+from tests.conftest import ROOT, tiny_config
+
+
+def test_digits_training_learns(workdir):
+    config = tiny_config(num_steps=150, log_every_steps=50, eval_every_steps=75,
+                         label_smoothing=0.1, warmup_steps=10)
+    summary = train.run(config, workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    evals = [r for r in rows if r["split"] == "eval"]
+    trains = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in evals] == [75, 150]
+    assert {"loss", "accuracy", "top5"} <= set(evals[-1])
+    assert {"loss", "accuracy", "grad_norm", "learning_rate", "img_per_s"} <= set(trains[-1])
+    assert evals[-1]["accuracy"] > 0.85  # 10 classes: chance is 0.1
+    assert trains[-1]["loss"] < trains[0]["loss"] * 0.6
+    assert summary["best_accuracy"] == max(r["accuracy"] for r in evals)
+    assert os.path.isdir(summary["best_checkpoint"])
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"] == "resnet18"
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    # Rerunning a finished workdir resumes at the end: no new steps, same best.
+    again = train.run(config, workdir)
+    assert again["steps"] == 150 and again["best_accuracy"] == summary["best_accuracy"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
+    train.run(tiny_config(num_steps=3, final_eval=False), workdir)
+    # Resume with a NaN learning rate: step 4 still has a finite loss, its update poisons the
+    # parameters, and step 5's loss is NaN.
+    with pytest.raises(FloatingPointError, match="Last good checkpoint.*checkpoints/3"):
+        train.run(tiny_config(num_steps=6, learning_rate=float("nan")), workdir)
+    saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                   if d.isdigit())
+    assert saved == [3]
+    state = checkpoint.load_state(os.path.join(workdir, "checkpoints", "3"))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+class _Linear(nn.Module):
+    """No BatchNorm: micro-batching must then be exact."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(5)(x.reshape(x.shape[0], -1).astype(jnp.float32))
+
+
+def _run_steps(config, batch, n=2):
+    model = _Linear()
+    tx = optim.create_optimizer(config, optim.create_schedule(config, 10, 100))
+    state = steps.init_state(model, tx, jax.random.key(0), config.image_size)
+    step = jax.jit(steps.make_train_step(model, tx, config))
+    for _ in range(n):
+        state, m = step(state, batch, jax.random.key(1))
+    return state, m
+
+
+def _batch(n, size=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": jnp.asarray(rng.integers(0, 256, (n, size, size, 3), np.uint8)),
+            "label": jnp.asarray(rng.integers(0, 5, n).astype(np.int32)),
+            "mask": jnp.ones((n,), jnp.float32)}
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    base = tiny_config(image_size=4, crop_padding=0, batch_size=8, optimizer="sgd",
+                       learning_rate=0.1)
+    batch = _batch(8)
+    one, m1 = _run_steps(base, batch)
+    base.grad_accum_steps = 4
+    four, m4 = _run_steps(base, batch)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m1.compute()["loss"], m4.compute()["loss"], rtol=1e-6)
+
+
+def test_masked_examples_do_not_count():
+    config = tiny_config(image_size=4, crop_padding=0, batch_size=8, optimizer="sgd")
+    full = _batch(8)
+    padded = {k: v.at[5:].set(0) for k, v in full.items()}  # last 3: zeros with mask 0
+    real = {k: v[:5] for k, v in full.items()}
+    a, ma = _run_steps(config, padded, n=1)
+    b, mb = _run_steps(config, real, n=1)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ma.compute()["accuracy"], mb.compute()["accuracy"])
+
+
+def test_label_smoothing_cross_entropy_matches_formula():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    eps = 0.1
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.eye(4)[labels] * (1 - eps) + eps / 4
+    ref = -(targets * logp).sum(-1)
+    got = losses.softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_schedules():
+    c = tiny_config(learning_rate=1.0, warmup_steps=10, min_learning_rate=0.01)
+    cos = optim.create_schedule(c, steps_per_epoch=10, total_steps=110)
+    assert float(cos(0)) == 0.0 and float(cos(5)) == pytest.approx(0.5)
+    assert float(cos(10)) == pytest.approx(1.0)
+    assert float(cos(60)) == pytest.approx(0.505, abs=1e-3)  # half-way down the cosine
+    assert float(cos(110)) == pytest.approx(0.01)
+    c.schedule, c.decay_epochs, c.decay_factor = "step", (3, 6), 0.1
+    step = optim.create_schedule(c, steps_per_epoch=10, total_steps=100)
+    assert [round(float(step(s)), 6) for s in (29, 30, 59, 60, 99)] == [1, 0.1, 0.1, 0.01, 0.01]
+    c.schedule, c.warmup_steps = "constant", None
+    assert float(optim.create_schedule(c, 10, 100)(77)) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        c.schedule = "linear"
+        optim.create_schedule(c, 10, 100)
+
+
+def test_weight_decay_skips_biases_and_norm_scales():
+    model = models.create("resnet18", 3, width=4, stage_sizes=(1,))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    c = tiny_config(optimizer="adamw", weight_decay=0.5, learning_rate=0.1)
+    tx = optim.create_optimizer(c, optax.constant_schedule(0.1))
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    changed = jax.tree.map(lambda u: bool(jnp.any(u != 0)), updates)
+    assert changed["head"]["kernel"] and changed["stem_conv"]["kernel"]
+    assert not changed["head"]["bias"] and not changed["stem_bn"]["scale"]
+
+
+def test_config_errors_name_the_key(workdir):
+    bad = tiny_config()
+    bad.lerning_rate = 0.1
+    with pytest.raises(ValueError, match="lerning_rate"):
+        train.run(bad, workdir)
+    with pytest.raises(ValueError, match="batch_size"):
+        train.run(tiny_config(batch_size=30, grad_accum_steps=4), workdir)
+    with pytest.raises(ValueError, match="num_epochs or config.num_steps"):
+        train.run(tiny_config(num_steps=None), workdir)
+    with pytest.raises(ValueError, match="dataset"):
+        train.run(tiny_config(dataset="imagenet"), workdir)
+    assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+@pytest.mark.parametrize("override,name", [("--config.bogus_key=1", "bogus_key"),
+                                           ("--config.batch_size=abc", "batch_size")])
+def test_cli_rejects_bad_overrides_before_work(override, name, workdir):
+    proc = subprocess.run([sys.executable, "-m", "jaxcls.main", "--config=configs/default.py",
+                           f"--workdir={workdir}", override],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert name in proc.stderr
+    assert not os.path.exists(workdir)
