@@ -3,7 +3,9 @@
     python -m jaxcls.main --config=configs/cifar10_small.py --workdir=runs/c10_small \
         --config.dataset=folder:../shared/data/cifar10
 
-Measured: not yet measured.
+Measured (2026-11-23, 2 CPU cores, this command with the folder at /work/shared/data/cifar10):
+71.3% test top-1 after 4 epochs, 10 min 38 s wall including decoding the 60,000 JPEGs into
+memory (~30 s); 2 epochs: 60.0%.
 """
 
 from jaxcls import defaults

@@ -30,7 +30,7 @@ def test_all_configs_found():
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_builds(path):
     module = _load(path)
-    assert "Measured:" in module.__doc__ and "python -m jaxcls.main" in module.__doc__
+    assert "Measured" in module.__doc__ and "python -m jaxcls.main" in module.__doc__
     config = module.get_config()
     assert set(config.keys()) == set(defaults.get_config().keys())
     if config.model in models.COMING:
