@@ -3,7 +3,7 @@
     python -m jaxcls.main --config=configs/cifar10_resnet18.py --workdir=runs/c10 \
         --config.dataset=folder:../shared/data/cifar10
 
-Measured: not yet measured (a GPU run is planned; on 2 CPU cores one step takes ~8 s, see
+Measured: accuracy not yet measured (needs a GPU: on 2 CPU cores one step takes 5-7 s, see
 BENCHMARKS.md).
 """
 

