@@ -80,7 +80,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             m = jax.tree.map(lambda x: jnp.sum(x, axis=0), ms)  # Average totals/counts add
         count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
-        m = metrics.with_grad_norm(m, optax.global_norm(grads))
+        m = metrics.with_grad_norm(m, optax.tree.norm(grads))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,

@@ -20,6 +20,8 @@ from jaxcls import train, writers
 logging.set_verbosity(logging.INFO)
 writers.quiet_libraries()
 train.run(tiny_config(**json.loads(OVERRIDES)), WORKDIR)
+import sys
+assert "tensorflow" not in sys.modules, "the core must run without TensorFlow"
 """
 
 

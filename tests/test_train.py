@@ -37,6 +37,27 @@ def test_digits_training_learns(workdir):
     assert again["steps"] == 150 and again["best_accuracy"] == summary["best_accuracy"]
 
 
+@pytest.mark.parametrize("cache_max_gib", [0.0, 4.0], ids=["streaming", "cached"])
+def test_unreadable_files_are_skipped_and_counted_in_the_summary(tmp_path, cache_max_gib):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 4), ("test", 2)):
+        for c in ("a", "b"):
+            os.makedirs(tmp_path / split / c)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    for bad in ("train/a/bad.jpg", "train/b/bad.png", "test/a/bad.jpg"):
+        (tmp_path / bad).write_bytes(b"\xff\xd8 not really an image")
+    # 10 train files at batch 5: two steps see every file once.
+    config = tiny_config(dataset=f"folder:{tmp_path}", batch_size=5, num_steps=2,
+                         cache_max_gib=cache_max_gib)
+    summary = train.run(config, str(tmp_path / "run"))
+    assert summary["skipped_files"] == 3
+    assert summary["final_eval"]["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # 4 real images
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
     train.run(tiny_config(num_steps=3, final_eval=False), workdir)
     # Resume with a NaN learning rate: step 4 still has a finite loss, its update poisons the
