@@ -1,5 +1,7 @@
 """Train/eval metrics as clu collections: masked averages of loss, top-1 and top-5."""
 
+import dataclasses
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -34,9 +36,8 @@ def gather(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arra
 
 def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
     """`m` plus the step's global gradient norm."""
-    return TrainMetrics(_reduction_counter=m._reduction_counter, loss=m.loss,
-                        accuracy=m.accuracy, top5=m.top5,
-                        grad_norm=metrics.Average.from_model_output(grad_norm))
+    fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)}
+    return TrainMetrics(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
 
 
 def to_host(collection: Metrics) -> dict[str, float]:

@@ -1,33 +1,34 @@
 """Shared test helpers: a tiny config and running jaxcls in a fresh process."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from jaxcls import defaults
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
-    """Digits at 8x8 through an 8-channel two-stage ResNet: compiles and steps in seconds."""
-    c = defaults.get_config()
-    c.dataset = "digits"
+    """configs/default.py shrunk: digits at 8x8 through an 8-channel two-stage ResNet, short
+    fixed-length runs with every step logged; compiles and steps in seconds."""
+    spec = importlib.util.spec_from_file_location("default", os.path.join(ROOT, "configs",
+                                                                           "default.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
     c.image_size = 8
     c.crop_padding = 1
-    c.flip = False
-    c.mean, c.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    c.model = "resnet18"
     c.model_kwargs.width = 8
     c.model_kwargs.stage_sizes = (1, 1)
-    c.model_kwargs.stem = "cifar"
     c.batch_size = 32
-    c.num_steps = 10
-    c.optimizer = "adamw"
+    c.num_epochs, c.num_steps = None, 10
+    c.warmup_epochs = None
+    c.eval_every_epochs = None
     c.learning_rate = 1e-2
     c.weight_decay = 0.01
+    c.label_smoothing = 0.0
     c.log_every_steps = 1
     c.num_threads = 1
     for k, v in overrides.items():

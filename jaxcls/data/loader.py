@@ -36,7 +36,7 @@ class _Padded:
         if j < 0:
             ex = dict(self.blank)
             ex["image"] = np.zeros_like(ex["image"])
-            ex["pad"] = np.bool_(True)
+            ex["bad"], ex["pad"] = np.bool_(False), np.bool_(True)  # padding, not a bad file
             return ex
         return {**self.source[j], "pad": np.bool_(False)}
 
