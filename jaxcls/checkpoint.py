@@ -61,10 +61,24 @@ def abstract(tree, shardings):
 def load_state(step_dir: str):
     """The train state saved in `step_dir` (WORKDIR/checkpoints/STEP) as a tree of arrays on
     this process's first device, whatever mesh saved it: for inspection and offline tools."""
-    path = os.path.join(os.path.abspath(step_dir), "state")
+    return _restore_local(os.path.join(os.path.abspath(step_dir), "state"))
+
+
+def _restore_local(path: str):
     checkpointer = ocp.StandardCheckpointer()
     meta = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           meta)
     return checkpointer.restore(path, target)
+
+
+def save_tree(path: str, tree) -> None:
+    """Writes a tree of arrays (e.g. model variables) to `path`, synchronously."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.abspath(path), tree, force=True)
+
+
+def load_tree(path: str):
+    """A tree written by `save_tree`, on this process's first device."""
+    return _restore_local(os.path.abspath(path))

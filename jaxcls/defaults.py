@@ -37,6 +37,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "resnet18"  # a name from jaxcls.models.MODELS
     c.model_kwargs = ml_collections.ConfigDict()  # overrides of the model's fields (width, stem)
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
+    c.dropout_rate = 0.0  # ViT: dropout after attention and in the MLP
+    c.drop_path_rate = 0.0  # stochastic depth of the last block, linear from 0 (all families)
+    c.head_dropout_rate = 0.0  # dropout on the pooled features before the head (all families)
+    c.remat = False  # ViT: recompute each block in the backward pass (saves activation memory)
+    c.attention = ""  # ViT attention kernel: "" (XLA chooses) | xla | cudnn (GPU, bf16)
+
+    # --- pretrained weights and transfer learning ------------------------------------------------
+    # Regexes below are matched against whole parameter paths such as 'block3/attn/query/kernel',
+    # 'stage4_block2/Conv_0/kernel' or 'head/kernel'; in lists of pairs the first match wins.
+    c.init_from = ""  # start from: HF folder, .safetensors, .pth, .npz, or a jaxcls checkpoint
+    c.init_layout = "auto"  # auto | hf | timm | torchvision | big_vision | jaxcls
+    c.init_preprocessing = True  # use the weights' mean/std/crop_frac (their training inputs)
+    c.freeze = ()  # regexes of parameters never trained (no optimizer state, no weight decay)
+    c.unfreeze_epochs = ()  # ((regex, epoch), ...): matching parameters train from that epoch
+    c.lr_multipliers = ()  # ((regex, multiplier), ...) on the learning rate (0: frozen)
+    c.wd_multipliers = ()  # ((regex, multiplier), ...) on the weight decay
+    c.layer_decay = 1.0  # layer-wise lr decay: block i of L gets layer_decay**(L + 1 - i) (1: off)
+    c.ema_decay = 0.0  # keep an EMA of the params, evaluated beside them as split eval_ema (0: off)
 
     # --- optimisation --------------------------------------------------------------------------
     c.batch_size = 128  # global batch, split over all devices and processes

@@ -1,6 +1,12 @@
-"""Learning-rate schedules and the optax optimizer a config describes."""
+"""Learning-rate schedules and the optax optimizer a config describes, with parameter groups:
+learning-rate and weight-decay multipliers, layer-wise decay, freezing and gradual unfreezing,
+all keyed by regexes over parameter paths such as 'stage4_block2/Conv_0/kernel'."""
+
+import re
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -37,25 +43,145 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, tot
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
-def decay_mask(params) -> object:
-    """True for weights that get weight decay: kernels, not biases or norm scales (ndim <= 1)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+def param_path(path) -> str:
+    """'block3/attn/query/kernel': the name regexes in the config are matched against."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule
-                     ) -> optax.GradientTransformation:
-    """Clipping (optional), then SGD (+ L2 on kernels) or AdamW (decoupled decay on kernels)."""
-    chain = []
-    if config.grad_clip_norm > 0:
-        chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+# Top-level modules that come before the first block (layer 0 for layer-wise decay).
+_EMBEDDINGS = re.compile(r"stem.*|patch_embed|cls|pos_embedding")
+_BLOCK = re.compile(r"(?:stage(\d+)_)?block(\d+)")
+_DOWNSAMPLE = re.compile(r"stage(\d+)_downsample.*")
+
+
+def layer_ids(names: list[str]) -> tuple[dict[str, int], int]:
+    """({top-level module: layer index}, number of blocks L) for layer-wise learning-rate
+    decay: embeddings/stem 0, blocks 1..L in order, a stage's downsampling with its first
+    block, everything after the blocks (final norm, head) L + 1."""
+    blocks = sorted((tuple(int(g or 0) for g in m.groups()), n) for n in names
+                    if (m := _BLOCK.fullmatch(n)))
+    ids = {n: i + 1 for i, (_, n) in enumerate(blocks)}
+    first_of_stage = {}
+    for (stage, _), n in blocks:
+        first_of_stage.setdefault(stage, ids[n])
+    for n in names:
+        if n in ids:
+            continue
+        if _EMBEDDINGS.fullmatch(n):
+            ids[n] = 0
+        elif (m := _DOWNSAMPLE.fullmatch(n)) and int(m[1]) in first_of_stage:
+            ids[n] = first_of_stage[int(m[1])]
+        else:
+            ids[n] = len(blocks) + 1
+    return ids, len(blocks)
+
+
+def _first_match(rules, path: str, default):
+    for pattern, value in rules:
+        if re.fullmatch(pattern, path):
+            return value
+    return default
+
+
+def _check_rules(config: ml_collections.ConfigDict) -> None:
+    for key in ("lr_multipliers", "wd_multipliers", "unfreeze_epochs"):
+        for rule in config[key]:
+            if len(rule) != 2 or not isinstance(rule[0], str):
+                raise ValueError(f"config.{key}: each entry is (regex, number), got {rule!r}")
+            re.compile(rule[0])
+    for pattern in config.freeze:
+        re.compile(pattern)
+
+
+def param_groups(config: ml_collections.ConfigDict, params, steps_per_epoch: int):
+    """Per parameter: None when frozen for the whole run, else (learning-rate multiplier,
+    weight decay, step it unfreezes at). Regexes are matched against the whole path."""
+    _check_rules(config)
+    ids, num_blocks = layer_ids(list(params))
+
+    def group(path, p):
+        name = param_path(path)
+        if any(re.fullmatch(pattern, name) for pattern in config.freeze):
+            return None
+        lr = float(_first_match(config.lr_multipliers, name, 1.0))
+        if config.layer_decay != 1.0:
+            lr *= config.layer_decay ** (num_blocks + 1 - ids[name.split("/")[0]])
+        if lr == 0.0:
+            return None
+        decay = 0.0
+        if p.ndim > 1:  # kernels, not biases or norm scales
+            decay = config.weight_decay * float(_first_match(config.wd_multipliers, name, 1.0))
+        epoch = _first_match(config.unfreeze_epochs, name, 0)
+        return lr, decay, int(round(epoch * steps_per_epoch))
+
+    return jax.tree_util.tree_map_with_path(group, params)
+
+
+def frozen_mask(config: ml_collections.ConfigDict, params):
+    """True for parameters frozen for the whole run (`freeze`, or a learning-rate multiplier
+    of 0); their gradients need not be computed."""
+    groups = param_groups(config, params, 1)
+    return jax.tree.map(lambda g: g is None, groups, is_leaf=lambda g: g is None or
+                        isinstance(g, tuple))
+
+
+class FrozenUntilState(NamedTuple):
+    count: jax.Array
+    inner: optax.OptState
+
+
+def frozen_until(step: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner`, with zero updates (and its state, e.g. Adam's moments and count, untouched)
+    before update number `step`: gradual unfreezing."""
+
+    def init(params):
+        return FrozenUntilState(jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, inner_state = jax.lax.cond(
+            state.count >= step,
+            lambda: inner.update(updates, state.inner, params),
+            lambda: (jax.tree.map(jnp.zeros_like, updates), state.inner))
+        return new_updates, FrozenUntilState(state.count + 1, inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _direction(config: ml_collections.ConfigDict, weight_decay: float
+               ) -> optax.GradientTransformation:
+    """The update before the learning rate: SGD (+ L2 on kernels) or Adam (+ decoupled decay)."""
     if config.optimizer == "sgd":
-        if config.weight_decay:
-            chain.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
-        chain.append(optax.sgd(schedule, momentum=config.momentum or None,
-                               nesterov=config.nesterov))
+        chain = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+        if config.momentum:
+            chain.append(optax.trace(config.momentum, nesterov=config.nesterov))
     elif config.optimizer == "adamw":
-        chain.append(optax.adamw(schedule, b1=config.b1, b2=config.b2,
-                                 weight_decay=config.weight_decay, mask=decay_mask))
+        chain = [optax.scale_by_adam(config.b1, config.b2)]
+        if weight_decay:
+            chain.append(optax.add_decayed_weights(weight_decay))
     else:
         raise ValueError(f"config.optimizer={config.optimizer!r}: use sgd or adamw")
+    return optax.chain(*chain)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule, params,
+                     steps_per_epoch: int) -> optax.GradientTransformation:
+    """Clipping (optional), then per parameter group (`param_groups`): frozen parameters get no
+    state and no update; the others SGD or AdamW at schedule x their multiplier."""
+    groups = param_groups(config, params, steps_per_epoch)
+    is_group = lambda g: g is None or isinstance(g, tuple)  # noqa: E731
+    labels = jax.tree.map(lambda g: "frozen" if g is None else repr(g), groups,
+                          is_leaf=is_group)
+    transforms = {"frozen": optax.set_to_zero()}
+    for g in jax.tree.leaves(groups, is_leaf=lambda g: isinstance(g, tuple)):
+        if g is None or repr(g) in transforms:
+            continue
+        lr_mult, weight_decay, unfreeze_step = g
+        direction = _direction(config, weight_decay)
+        if unfreeze_step > 0:
+            direction = frozen_until(unfreeze_step, direction)
+        transforms[repr(g)] = optax.chain(
+            direction, optax.scale_by_learning_rate(lambda n, m=lr_mult: m * schedule(n)))
+    chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 \
+        else []
+    chain.append(optax.multi_transform(transforms, labels))
     return optax.chain(*chain)

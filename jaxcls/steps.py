@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxcls import losses, metrics
+from jaxcls import losses, metrics, optim
 from jaxcls.data import augment
 
 
@@ -18,15 +18,20 @@ class TrainState(flax.struct.PyTreeNode):
     params: Any
     batch_stats: Any
     opt_state: Any
+    ema_params: Any = None  # exponential moving average of params (config.ema_decay > 0)
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               image_size: int) -> TrainState:
-    """Fresh parameters, BatchNorm statistics and optimizer state."""
-    variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3)), train=False)
+               image_size: int, ema: bool = False, variables: dict | None = None
+               ) -> TrainState:
+    """Parameters (fresh, or the given pretrained `variables`), BatchNorm statistics,
+    optimizer state and, with `ema`, the moving average starting at the parameters."""
+    if variables is None:
+        variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3)), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
 
 def _dtype(config: ml_collections.ConfigDict):
@@ -39,12 +44,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     k = config.grad_accum_steps
 
     def loss_and_grads(params, batch_stats, micro, rng):
-        images = augment.train_augment(rng, micro["image"], config.crop_padding, config.flip)
+        augment_rng, dropout_rng = jax.random.split(rng)
+        images = augment.train_augment(augment_rng, micro["image"], config.crop_padding,
+                                       config.flip)
         images = augment.normalize(images, config.mean, config.std, _dtype(config))
+        frozen = optim.frozen_mask(config, params)
 
         def loss_fn(p):
+            # No gradient work for parameters frozen for the whole run (a linear probe
+            # then costs a forward pass of the backbone).
+            p = jax.tree.map(lambda x, f: jax.lax.stop_gradient(x) if f else x, p, frozen)
             logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
-                                          train=True, mutable=["batch_stats"])
+                                          train=True, mutable=["batch_stats"],
+                                          rngs={"dropout": dropout_rng})
             per_example = losses.softmax_cross_entropy(logits, micro["label"],
                                                        config.label_smoothing)
             return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
@@ -83,8 +95,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         m = metrics.with_grad_norm(m, optax.tree.norm(grads))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if config.ema_decay > 0:
+            ema_params = optax.incremental_update(params, ema_params, 1.0 - config.ema_decay)
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema_params=ema_params)
         return new, m
 
     return train_step

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, writers
+from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, weights, writers
 from jaxcls.data import loader, sources
 
 
@@ -32,6 +32,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"devices ({jax.device_count()}) x grad_accum_steps "
                          f"({config.grad_accum_steps})")
     models.check_name(config.model)
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
+    if config.layer_decay <= 0:
+        raise ValueError(f"config.layer_decay={config.layer_decay} must be positive (1: off)")
+    if config.init_from and not os.path.exists(config.init_from):
+        raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
     if config.num_steps is None and config.num_epochs is None:
         raise ValueError("set config.num_epochs or config.num_steps")
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
@@ -69,13 +75,52 @@ def _best_eval(metrics_path: str) -> tuple[float, int | None]:
     return best
 
 
+# Top-level config keys that set a model field when changed from their default; a family
+# without that field (e.g. remat on a ResNet) fails naming the key.
+MODEL_FIELDS = {"dropout_rate": "dropout_rate", "drop_path_rate": "drop_path_rate",
+                "head_dropout_rate": "head_dropout_rate", "remat": "remat",
+                "attention": "attention"}
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int):
+    kwargs = dict(config.model_kwargs)
+    for key, field in MODEL_FIELDS.items():
+        if config[key] != defaults.get_config()[key]:
+            kwargs[field] = config[key] or None
+    model = models.create(config.model, num_classes, dtype=jnp.dtype(config.dtype), **kwargs)
+    for key, field in MODEL_FIELDS.items():
+        if field in kwargs and not hasattr(model, field):
+            raise ValueError(f"config.{key} does not apply to {config.model!r}")
+    return model
+
+
 def create_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
                                steps_per_epoch: int, total_steps: int):
     """(model, learning-rate schedule, optax optimizer) for `config`."""
-    model = models.create(config.model, num_classes, dtype=jnp.dtype(config.dtype),
-                          **config.model_kwargs)
+    model = create_model(config, num_classes)
+    size = config.image_size
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                               train=False))["params"]
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-    return model, schedule, optim.create_optimizer(config, schedule)
+    return model, schedule, optim.create_optimizer(config, schedule, params, steps_per_epoch)
+
+
+def apply_pretrained_conventions(config: ml_collections.ConfigDict, ckpt: weights.Checkpoint
+                                 ) -> ml_collections.ConfigDict:
+    """`config` with the model fields the weights fix (unless set in model_kwargs) and, with
+    init_preprocessing, the weights' mean/std/crop_frac."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        for k, v in ckpt.model_kwargs.items():
+            if k not in config.model_kwargs:
+                config.model_kwargs[k] = v
+        if config.init_preprocessing:
+            for k in ("mean", "std", "crop_frac"):
+                if k in ckpt.preprocessing and ckpt.preprocessing[k] != config[k]:
+                    logging.info("config.%s=%s from the pretrained weights (was %s)", k,
+                                 ckpt.preprocessing[k], config[k])
+                    config[k] = type(config[k])(ckpt.preprocessing[k])
+    return config
 
 
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
@@ -94,6 +139,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
     validate(config)
     t_start = time.perf_counter()
+    pretrained = None
+    if config.init_from:
+        pretrained = weights.read(config.init_from, config.model, config.init_layout)
+        config = apply_pretrained_conventions(config, pretrained)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -123,7 +172,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size)
+    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size,
+                             ema=config.ema_decay > 0)
     abstract_state = jax.eval_shape(init, init_rng)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
                                                           abstract_state)
@@ -141,6 +191,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("resumed from %s", ckpt.path(start_step))
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
+        if pretrained:
+            variables = weights.fit(pretrained, {"params": state.params,
+                                                 "batch_stats": state.batch_stats},
+                                    new_head=lambda: jax.device_get(state.params["head"]))
+            state = jax.jit(lambda v: init(init_rng, variables=v),
+                            out_shardings=state_sharding)(variables)
+            logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
 
     def evaluate(state) -> dict[str, float]:
         batches = loader.eval_batches(dataset.eval, config.batch_size, config.num_threads)
@@ -160,7 +217,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
-    last_eval = None
+    last_eval = last_eval_ema = None
 
     def log_train(step: int) -> None:
         """Host sync point: reduce pending metrics, stop on NaN/inf, print and write them."""
@@ -211,6 +268,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
             if last_eval["accuracy"] > best_accuracy:
                 best_accuracy, best_step = last_eval["accuracy"], done
+            if config.ema_decay > 0:
+                last_eval_ema = evaluate(state.replace(params=state.ema_params))
+                writer.write(done, "eval_ema", last_eval_ema)
+                logging.info("eval of the EMA params at step %d: %s", done,
+                             " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
         if is_save:
             save(done, last_eval if is_eval else None)
         if stop.signal:
@@ -227,6 +289,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "total_steps": total_steps,
         "stopped_by": stop.signal,
         "final_eval": last_eval,
+        "final_eval_ema": last_eval_ema,
         "best_accuracy": best_accuracy if best_step else None,
         "best_step": best_step,
         "best_checkpoint": ckpt.path(best_step) if best_step else None,

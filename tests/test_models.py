@@ -1,4 +1,5 @@
-"""ResNet family: published parameter counts, and the CPU conv gradient against XLA's own."""
+"""Model families: published parameter counts and GMACs, ViT/ConvNeXt options, and the CPU conv
+gradient against XLA's own."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,8 @@ import pytest
 from jax import lax
 
 from jaxcls import models
+from jaxcls.models import __main__ as models_main
+from jaxcls.models import vit
 from jaxcls.models.conv import conv_general_dilated
 
 
@@ -20,11 +23,80 @@ def test_parameter_counts_match_torchvision(name, count):
     assert sum(x.size for x in jax.tree.leaves(variables["params"])) == count
 
 
-def test_unknown_and_coming_models_name_themselves():
+@pytest.mark.parametrize("name,count,gmacs", [
+    ("resnet50", 25_557_032, 4.1), ("vit_b16", 86_567_656, 17.6),
+    ("convnext_tiny", 28_589_128, 4.5)])
+def test_published_parameters_and_gmacs_at_224(name, count, gmacs):
+    c = models_main.count(name, 224)
+    assert c["params"] == count
+    assert abs(c["gmacs"] - gmacs) / gmacs < 0.03, c
+
+
+def test_every_registered_model_builds_abstractly():
+    for name in models.MODELS:
+        size = models.DEFAULT_IMAGE_SIZE[name]
+        model = models.create(name, 10)
+        out = jax.eval_shape(lambda m=model, s=size: m.apply(
+            m.init(jax.random.key(0), jnp.zeros((1, s, s, 3))), jnp.zeros((2, s, s, 3))))
+        assert out.shape == (2, 10), name
+
+
+def _vit(**kwargs):
+    return models.create("vit_ti4", 5, width=32, depth=2, num_heads=4, mlp_dim=64, **kwargs)
+
+
+def _grads(model, variables, x, rng=0):
+    def loss(p):
+        return jnp.sum(model.apply({**variables, "params": p}, x, train=True,
+                                   rngs={"dropout": jax.random.key(rng)}) ** 2)
+    return jax.value_and_grad(loss)(variables["params"])
+
+
+def test_vit_remat_and_explicit_attention_compute_the_same():
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    variables = _vit().init(jax.random.key(1), x)
+    variables["params"]["head"]["kernel"] = jax.random.normal(jax.random.key(2), (32, 5))
+    ref_loss, ref_grads = _grads(_vit(), variables, x)
+    # The spelled-out attention (taken when attention dropout is on) against the fused
+    # primitive, and rematerialised blocks against stored activations.
+    for kwargs in ({"remat": True}, {"attention_dropout_rate": 1e-9}):
+        loss, grads = _grads(_vit(**kwargs), variables, x)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+        scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(ref_grads))
+        # (atol on the global scale: the key bias's true gradient is 0, so only noise is there)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_drop_path_and_dropout_act_only_in_training():
+    x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3))
+    for model in (_vit(drop_path_rate=0.5, dropout_rate=0.3, head_dropout_rate=0.5),
+                  models.create("convnext_atto", 5, dims=(8, 8, 8, 8), drop_path_rate=0.5,
+                                layer_scale_init=1.0),
+                  models.create("resnet18", 5, width=4, drop_path_rate=0.5)):
+        variables = model.init(jax.random.key(1), x)
+        variables["params"]["head"]["kernel"] = jnp.ones_like(
+            variables["params"]["head"]["kernel"])
+        train = [model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(i)},
+                             mutable=["batch_stats"])[0] for i in (0, 1)]
+        assert not np.allclose(train[0], train[1])  # a different rng drops different paths
+        np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+
+
+def test_vit_position_embedding_resizes_to_a_new_grid():
+    grid = np.arange(16, dtype=np.float32).reshape(1, 16, 1) * np.ones((1, 1, 3), np.float32)
+    posemb = np.concatenate([np.full((1, 1, 3), 7.0, np.float32), grid], axis=1)
+    resized = vit.resize_pos_embedding(posemb, 1 + 64, num_prefix=1)
+    assert resized.shape == (1, 65, 3)
+    assert resized[0, 0, 0] == 7.0  # the class token's embedding is kept as is
+    img = resized[0, 1:, 0].reshape(8, 8)
+    assert img[0, 0] < img[0, -1] < img[-1, -1]  # the 4x4 ramp, upsampled to 8x8
+    np.testing.assert_allclose(vit.resize_pos_embedding(posemb, 17, 1), posemb)
+
+
+def test_unknown_models_and_fields_name_themselves():
     with pytest.raises(ValueError, match="resnet51"):
         models.create("resnet51", 10)
-    with pytest.raises(ValueError, match="not available yet"):
-        models.create("vit_b16", 10)
     with pytest.raises(ValueError, match="model_kwargs"):
         models.create("resnet18", 10, widht=3)
 

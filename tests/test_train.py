@@ -81,7 +81,8 @@ class _Linear(nn.Module):
 
 def _run_steps(config, batch, n=2):
     model = _Linear()
-    tx = optim.create_optimizer(config, optim.create_schedule(config, 10, 100))
+    state = steps.init_state(model, optax.identity(), jax.random.key(0), config.image_size)
+    tx = optim.create_optimizer(config, optim.create_schedule(config, 10, 100), state.params, 10)
     state = steps.init_state(model, tx, jax.random.key(0), config.image_size)
     step = jax.jit(steps.make_train_step(model, tx, config))
     for _ in range(n):
@@ -153,7 +154,7 @@ def test_weight_decay_skips_biases_and_norm_scales():
     model = models.create("resnet18", 3, width=4, stage_sizes=(1,))
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
     c = tiny_config(optimizer="adamw", weight_decay=0.5, learning_rate=0.1)
-    tx = optim.create_optimizer(c, optax.constant_schedule(0.1))
+    tx = optim.create_optimizer(c, optax.constant_schedule(0.1), params, 10)
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
     changed = jax.tree.map(lambda u: bool(jnp.any(u != 0)), updates)

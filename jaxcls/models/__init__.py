@@ -1,4 +1,9 @@
-"""Model registry: `config.model` names a constructor; `config.model_kwargs` overrides fields."""
+"""Model registry: `config.model` names a constructor; `config.model_kwargs` overrides fields.
+
+Every model maps images NHWC float -> logits [N, num_classes] float32 with
+`model.apply(variables, images, train=False)`; its classifier Dense is the top-level `head`.
+`python -m jaxcls.models` lists them with parameters and GMACs.
+"""
 
 from collections.abc import Callable
 from functools import partial
@@ -6,26 +11,29 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxcls.models import resnet
+from jaxcls.models import convnext, resnet, vit
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": partial(resnet.resnet, 18),
-    "resnet34": partial(resnet.resnet, 34),
-    "resnet50": partial(resnet.resnet, 50),
-    "resnet101": partial(resnet.resnet, 101),
-    "resnet152": partial(resnet.resnet, 152),
+    **{f"resnet{d}": partial(resnet.resnet, d) for d in (18, 34, 50, 101, 152)},
+    **{f"vit_{s}{p}": partial(vit.vit, s, p) for s, p in (
+        ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
+        ("h", 14), ("ti", 4), ("s", 4), ("s", 8))},
+    **{f"convnext_{s}": partial(convnext.convnext, s) for s in convnext.SIZES},
 }
 
-# Names configs may use before their family lands: fail with a pointer, not a KeyError.
-COMING = {
-    "vit_b16": "ViT arrives with the model issue (ViT/ConvNeXt); until then use a ResNet.",
-}
+# The resolution each model is usually trained at (patch-4/8 ViTs are for 32x32 images).
+DEFAULT_IMAGE_SIZE = {name: 32 if name in ("vit_ti4", "vit_s4", "vit_s8") else 224
+                      for name in MODELS}
+
+
+def family(name: str) -> str:
+    """"resnet" | "vit" | "convnext" for a registered model name."""
+    check_name(name)
+    return name.split("_")[0].rstrip("0123456789")
 
 
 def check_name(name: str) -> None:
     """Raises ValueError naming `name` unless it is registered."""
-    if name in COMING:
-        raise ValueError(f"config.model={name!r} is not available yet: {COMING[name]}")
     if name not in MODELS:
         raise ValueError(f"config.model={name!r} is unknown; registered: {sorted(MODELS)}")
 

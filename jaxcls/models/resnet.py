@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcls.models.conv import conv_general_dilated
+from jaxcls.models.layers import DropPath, classifier, drop_path_rates
 
 # torchvision initialises convs with kaiming_normal(fan_out) and BN with scale 1, bias 0.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -41,6 +42,7 @@ class BasicBlock(nn.Module):
     filters: int
     strides: int = 1
     zero_init_last_bn: bool = False
+    drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -49,6 +51,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides, padding=1)(x)))
         y = conv(self.filters, (3, 3), padding=1)(y)
         y = norm(scale_init=_last_gamma(self.zero_init_last_bn))(y)
+        y = DropPath(self.drop_path_rate)(y, train)
         return _merge(x, y, conv, norm, self.strides)
 
 
@@ -58,6 +61,7 @@ class Bottleneck(nn.Module):
     filters: int
     strides: int = 1
     zero_init_last_bn: bool = False
+    drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -67,6 +71,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides, padding=1)(y)))
         y = conv(self.filters * 4, (1, 1))(y)
         y = norm(scale_init=_last_gamma(self.zero_init_last_bn))(y)
+        y = DropPath(self.drop_path_rate)(y, train)
         return _merge(x, y, conv, norm, self.strides)
 
 
@@ -86,6 +91,8 @@ class ResNet(nn.Module):
     width: int = 64  # channels of the first stage; doubled at each later stage
     stem: str = "imagenet"  # "imagenet" | "cifar"
     zero_init_last_bn: bool = False  # zero gamma of each block's last BN (Goyal et al. 2017)
+    drop_path_rate: float = 0.0  # stochastic depth of the last block; linear from 0
+    head_dropout_rate: float = 0.0  # on the pooled features, before the head
     dtype: Any = jnp.float32  # compute dtype; params stay float32
 
     @nn.compact
@@ -105,14 +112,14 @@ class ResNet(nn.Module):
         x = nn.relu(x)
         if self.stem == "imagenet":
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
-                x = block_cls(self.width * 2**i, strides, self.zero_init_last_bn, self.dtype,
-                              name=f"stage{i + 1}_block{j + 1}")(x, train)
+                x = block_cls(self.width * 2**i, strides, self.zero_init_last_bn, next(rates),
+                              self.dtype, name=f"stage{i + 1}_block{j + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
-        return x.astype(jnp.float32)
+        return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype)
 
 
 STAGE_SIZES = {

@@ -1,0 +1,267 @@
+"""Where each checkpoint layout keeps each jaxcls parameter: renaming rules per model family.
+
+A layout is `hf` (Hugging Face transformers), `timm`, `torchvision` or `big_vision` (flax .npz).
+Torch layouts name modules and leaves (`weight`, `bias`, `running_mean`, `running_var`); a rule
+maps a module path to a jaxcls module path and the leaf decides the rest (transposes, BatchNorm
+statistics). "Raw" rules map whole keys whose values need no transform (class token, position
+embedding, layer scale). Shapes are matched to the model afterwards by reshaping (heads split).
+"""
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+LAYOUTS = ("hf", "timm", "torchvision", "big_vision")
+Rule = tuple[str, str | Callable[[re.Match], str]]
+
+
+def _plus1(m: re.Match, i: int) -> int:
+    return int(m[i]) + 1
+
+
+def _block(suffix: str, stage_plus: int = 1) -> Callable[[re.Match], str]:
+    """Target `stage{S}_block{B}/suffix` from groups 1 (stage, 0-based unless stage_plus=0)
+    and 2 (block, 0-based)."""
+    return lambda m: f"stage{int(m[1]) + stage_plus}_block{_plus1(m, 2)}/{suffix}"
+
+
+# ---- ResNet ------------------------------------------------------------------------------------
+_HF_STAGE = r"(?:resnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)"
+_RESNET_TORCHVISION: list[Rule] = [
+    (r"conv1", "stem_conv"), (r"bn1", "stem_bn"),
+    *[(rf"layer(\d)\.(\d+)\.conv{k}", _block(f"Conv_{k - 1}", 0)) for k in (1, 2, 3)],
+    *[(rf"layer(\d)\.(\d+)\.bn{k}", _block(f"BatchNorm_{k - 1}", 0)) for k in (1, 2, 3)],
+    (r"layer(\d)\.(\d+)\.downsample\.0", _block("downsample_conv", 0)),
+    (r"layer(\d)\.(\d+)\.downsample\.1", _block("downsample_bn", 0)),
+    (r"fc", "head"),
+]
+_RESNET_HF: list[Rule] = [
+    (r"(?:resnet\.)?embedder\.embedder\.convolution", "stem_conv"),
+    (r"(?:resnet\.)?embedder\.embedder\.normalization", "stem_bn"),
+    (_HF_STAGE + r"\.shortcut\.convolution", _block("downsample_conv")),
+    (_HF_STAGE + r"\.shortcut\.normalization", _block("downsample_bn")),
+    (_HF_STAGE + r"\.layer\.(\d+)\.convolution",
+     lambda m: f"stage{_plus1(m, 1)}_block{_plus1(m, 2)}/Conv_{m[3]}"),
+    (_HF_STAGE + r"\.layer\.(\d+)\.normalization",
+     lambda m: f"stage{_plus1(m, 1)}_block{_plus1(m, 2)}/BatchNorm_{m[3]}"),
+    (r"classifier\.1", "head"),
+]
+
+# ---- ViT ---------------------------------------------------------------------------------------
+_QKV = {"q": "query", "k": "key", "v": "value"}
+_HF_OLD = r"(?:vit\.)?encoder\.layer\.(\d+)\."  # on the Hub (transformers < 5)
+_HF_NEW = r"(?:vit\.)?layers\.(\d+)\."  # transformers >= 5
+_VIT_HF: list[Rule] = [
+    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection", "patch_embed"),
+    (_HF_OLD + r"attention\.attention\.(query|key|value)", r"block\1/attn/\2"),
+    (_HF_NEW + r"attention\.(q|k|v)_proj", lambda m: f"block{m[1]}/attn/{_QKV[m[2]]}"),
+    (_HF_OLD + r"attention\.output\.dense", r"block\1/attn/out"),
+    (_HF_NEW + r"attention\.o_proj", r"block\1/attn/out"),
+    (_HF_OLD + r"intermediate\.dense", r"block\1/mlp/fc1"),
+    (_HF_OLD + r"output\.dense", r"block\1/mlp/fc2"),
+    (_HF_NEW + r"mlp\.(fc1|fc2)", r"block\1/mlp/\2"),
+    (r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.layernorm_before", r"block\1/norm1"),
+    (r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.layernorm_after", r"block\1/norm2"),
+    (r"(?:vit\.)?layernorm", "encoder_norm"),
+    (r"classifier", "head"),
+]
+_VIT_HF_RAW: list[Rule] = [
+    (r"(?:vit\.)?embeddings\.cls_token", "cls"),
+    (r"(?:vit\.)?embeddings\.position_embeddings", "pos_embedding"),
+]
+_VIT_TIMM: list[Rule] = [
+    (r"patch_embed\.proj", "patch_embed"),
+    (r"blocks\.(\d+)\.(norm1|norm2)", r"block\1/\2"),
+    (r"blocks\.(\d+)\.attn\.(q|k|v)", lambda m: f"block{m[1]}/attn/{_QKV[m[2]]}"),
+    (r"blocks\.(\d+)\.attn\.proj", r"block\1/attn/out"),
+    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)", r"block\1/mlp/\2"),
+    (r"norm", "encoder_norm"),
+    (r"pre_logits\.fc", "pre_logits"),
+    (r"head", "head"),
+]
+_VIT_TIMM_RAW: list[Rule] = [(r"cls_token", "cls"), (r"pos_embed", "pos_embedding")]
+_TV_LAYER = r"encoder\.layers\.encoder_layer_(\d+)\."
+_VIT_TORCHVISION: list[Rule] = [
+    (r"conv_proj", "patch_embed"),
+    (_TV_LAYER + r"ln_1", r"block\1/norm1"),
+    (_TV_LAYER + r"ln_2", r"block\1/norm2"),
+    (_TV_LAYER + r"self_attention\.(q|k|v)", lambda m: f"block{m[1]}/attn/{_QKV[m[2]]}"),
+    (_TV_LAYER + r"self_attention\.out_proj", r"block\1/attn/out"),
+    (_TV_LAYER + r"mlp\.(?:0|linear_1)", r"block\1/mlp/fc1"),
+    (_TV_LAYER + r"mlp\.(?:3|linear_2)", r"block\1/mlp/fc2"),
+    (r"encoder\.ln", "encoder_norm"),
+    (r"heads\.pre_logits", "pre_logits"),
+    (r"heads\.head", "head"),
+]
+_VIT_TORCHVISION_RAW: list[Rule] = [(r"class_token", "cls"),
+                                    (r"encoder\.pos_embedding", "pos_embedding")]
+_BV_BLOCK = r"Transformer/encoderblock_(\d+)/"
+_VIT_BIG_VISION: list[Rule] = [
+    (r"embedding", "patch_embed"),
+    (_BV_BLOCK + r"LayerNorm_0", r"block\1/norm1"),
+    (_BV_BLOCK + r"LayerNorm_[12]", r"block\1/norm2"),
+    (_BV_BLOCK + r"MultiHeadDotProductAttention_\d/(query|key|value|out)", r"block\1/attn/\2"),
+    (_BV_BLOCK + r"MlpBlock_\d/Dense_0", r"block\1/mlp/fc1"),
+    (_BV_BLOCK + r"MlpBlock_\d/Dense_1", r"block\1/mlp/fc2"),
+    (r"Transformer/encoder_norm", "encoder_norm"),
+    (r"pre_logits", "pre_logits"),
+    (r"head", "head"),
+]
+_VIT_BIG_VISION_RAW: list[Rule] = [(r"cls", "cls"),
+                                   (r"Transformer/posembed_input/pos_embedding", "pos_embedding")]
+
+# ---- ConvNeXt ----------------------------------------------------------------------------------
+_HF_CN = r"(?:convnext\.)?encoder\.stages\.(\d+)\."
+_HF_CN_BLOCK = _HF_CN + r"layers\.(\d+)\."
+_CONVNEXT_HF: list[Rule] = [
+    (r"(?:convnext\.)?embeddings\.patch_embeddings", "stem_conv"),
+    (r"(?:convnext\.)?embeddings\.layernorm", "stem_norm"),
+    (_HF_CN + r"downsampling_layer\.0", lambda m: f"stage{_plus1(m, 1)}_downsample_norm"),
+    (_HF_CN + r"downsampling_layer\.1", lambda m: f"stage{_plus1(m, 1)}_downsample_conv"),
+    *[(_HF_CN_BLOCK + theirs, _block(ours))
+      for theirs, ours in (("dwconv", "dwconv"), ("layernorm", "norm"), ("pwconv1", "fc1"),
+                           ("pwconv2", "fc2"))],
+    (r"(?:convnext\.)?layernorm", "head_norm"),
+    (r"classifier", "head"),
+]
+_CONVNEXT_HF_RAW: list[Rule] = [
+    (_HF_CN_BLOCK + "layer_scale_parameter", _block("layer_scale"))]
+_TIMM_CN_BLOCK = r"stages\.(\d+)\.blocks\.(\d+)\."
+_CONVNEXT_TIMM: list[Rule] = [
+    (r"stem\.0", "stem_conv"), (r"stem\.1", "stem_norm"),
+    (r"stages\.(\d+)\.downsample\.0", lambda m: f"stage{_plus1(m, 1)}_downsample_norm"),
+    (r"stages\.(\d+)\.downsample\.1", lambda m: f"stage{_plus1(m, 1)}_downsample_conv"),
+    *[(_TIMM_CN_BLOCK + theirs, _block(ours))
+      for theirs, ours in (("conv_dw", "dwconv"), ("norm", "norm"), (r"mlp\.fc1", "fc1"),
+                           (r"mlp\.fc2", "fc2"))],
+    (r"head\.norm", "head_norm"), (r"head\.fc", "head"),
+]
+_CONVNEXT_TIMM_RAW: list[Rule] = [
+    (_TIMM_CN_BLOCK + "gamma", _block("layer_scale"))]
+_TV_CN_BLOCK = r"features\.([1357])\.(\d+)\."  # features: stem, stage, down, stage, ...
+_CONVNEXT_TORCHVISION: list[Rule] = [
+    (r"features\.0\.0", "stem_conv"), (r"features\.0\.1", "stem_norm"),
+    (r"features\.([246])\.0", lambda m: f"stage{int(m[1]) // 2 + 1}_downsample_norm"),
+    (r"features\.([246])\.1", lambda m: f"stage{int(m[1]) // 2 + 1}_downsample_conv"),
+    *[(_TV_CN_BLOCK + theirs,
+       lambda m, ours=ours: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/{ours}")
+      for theirs, ours in ((r"block\.0", "dwconv"), (r"block\.2", "norm"), (r"block\.3", "fc1"),
+                           (r"block\.5", "fc2"))],
+    (r"classifier\.0", "head_norm"), (r"classifier\.2", "head"),
+]
+_CONVNEXT_TORCHVISION_RAW: list[Rule] = [
+    (_TV_CN_BLOCK + "layer_scale",
+     lambda m: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/layer_scale")]
+
+# (family, layout) -> (module rules, raw rules)
+RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
+    ("resnet", "hf"): (_RESNET_HF, []),
+    ("resnet", "timm"): (_RESNET_TORCHVISION, []),
+    ("resnet", "torchvision"): (_RESNET_TORCHVISION, []),
+    ("vit", "hf"): (_VIT_HF, _VIT_HF_RAW),
+    ("vit", "timm"): (_VIT_TIMM, _VIT_TIMM_RAW),
+    ("vit", "torchvision"): (_VIT_TORCHVISION, _VIT_TORCHVISION_RAW),
+    ("vit", "big_vision"): (_VIT_BIG_VISION, _VIT_BIG_VISION_RAW),
+    ("convnext", "hf"): (_CONVNEXT_HF, _CONVNEXT_HF_RAW),
+    ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
+    ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
+}
+# Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
+IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*")
+
+
+def detect(keys: list[str]) -> str:
+    """The layout a flat key list is written in."""
+    if any("/" in k for k in keys):
+        return "big_vision"
+    if any(s in k for k in keys for s in ("embeddings.patch_embeddings", "embedder.embedder",
+                                          "vit.layers.", "encoder.layer.")):
+        return "hf"
+    if any(k.startswith(("conv_proj.", "features.0.0.", "encoder.layers.encoder_layer_"))
+           for k in keys):
+        return "torchvision"
+    return "timm"
+
+
+def _apply(rules: list[Rule], name: str) -> str | None:
+    for pattern, target in rules:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return target(m) if callable(target) else m.expand(target)
+    return None
+
+
+def _split_fused_qkv(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """timm's `attn.qkv` and torchvision's `in_proj_` hold query, key and value stacked on the
+    output axis; split them so one rule per projection applies."""
+    out = {}
+    for key, value in tensors.items():
+        m = re.fullmatch(r"(.*)\.(?:qkv\.|in_proj_)(weight|bias)", key)
+        if m:
+            for name, part in zip("qkv", np.split(value, 3, axis=0), strict=True):
+                out[f"{m[1]}.{name}.{m[2]}"] = part
+        else:
+            out[key] = value
+    return out
+
+
+def _unstack_scanned(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """big_vision's scanned encoders store every block stacked under `encoderblock/`."""
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith("Transformer/encoderblock/"):
+            for i, part in enumerate(value):
+                out[key.replace("encoderblock/", f"encoderblock_{i}/")] = part
+        else:
+            out[key] = value
+    return out
+
+
+def _torch_leaf(module: str, leaf: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """jaxcls 'collection/module/leaf' and value for a torch leaf (None: not a known leaf)."""
+    if leaf == "weight":
+        if value.ndim == 4:  # conv [O, I, H, W] -> [H, W, I, O]
+            return f"params/{module}/kernel", value.transpose(2, 3, 1, 0)
+        if value.ndim == 2:  # linear [out, in] -> [in, out]
+            return f"params/{module}/kernel", value.T
+        return f"params/{module}/scale", value  # norm scale
+    if leaf == "bias":
+        return f"params/{module}/bias", value
+    if leaf == "running_mean":
+        return f"batch_stats/{module}/mean", value
+    if leaf == "running_var":
+        return f"batch_stats/{module}/var", value
+    return None
+
+
+def convert(tensors: dict[str, np.ndarray], family: str, layout: str
+            ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """({'params/stage1_block1/Conv_0/kernel': array, ...}, unexpected source keys)."""
+    if (family, layout) not in RULES:
+        raise ValueError(f"no {layout} layout for {family} models; known: "
+                         f"{sorted(k[1] for k in RULES if k[0] == family)}")
+    rules, raw_rules = RULES[family, layout]
+    tensors = _unstack_scanned(_split_fused_qkv(tensors))
+    out, unexpected = {}, []
+    for key, value in tensors.items():
+        if IGNORED.fullmatch(key):
+            continue
+        target = _apply(raw_rules, key)
+        if target is not None:
+            out[f"params/{target}"] = value
+            continue
+        sep = "/" if layout == "big_vision" else "."
+        module, _, leaf = key.rpartition(sep)
+        target = _apply(rules, module)
+        if target is None:
+            unexpected.append(key)
+        elif layout == "big_vision":
+            out[f"params/{target}/{leaf}"] = value
+        else:
+            converted = _torch_leaf(target, leaf, value)
+            if converted is None:
+                unexpected.append(key)
+            else:
+                out[converted[0]] = converted[1]
+    return out, unexpected
