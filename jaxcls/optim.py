@@ -160,7 +160,7 @@ def _direction(config: ml_collections.ConfigDict, weight_decay: float
             chain.append(optax.add_decayed_weights(weight_decay))
     else:
         raise ValueError(f"config.optimizer={config.optimizer!r}: use sgd or adamw")
-    return optax.chain(*chain)
+    return optax.chain(*chain) if chain else optax.identity()
 
 
 def create_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule, params,

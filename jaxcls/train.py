@@ -24,6 +24,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys are listed in "
                          f"jaxcls/defaults.py")
+    required = [k for k in config.keys() if config[k] is None and known[k] is not None]
+    if required:
+        raise ValueError(f"this recipe leaves config.{required[0]} to the command line: pass "
+                         f"--config.{required[0]}=...")
     if config.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     per_step = jax.device_count() * config.grad_accum_steps

@@ -14,12 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch
+import torch
+import transformers
 
 from jaxcls import weights
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def _randomise_buffers(model):
