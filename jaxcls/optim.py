@@ -83,20 +83,28 @@ def _first_match(rules, path: str, default):
     return default
 
 
-def _check_rules(config: ml_collections.ConfigDict) -> None:
+def check_rules(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the key of a malformed regex rule."""
     for key in ("lr_multipliers", "wd_multipliers", "unfreeze_epochs"):
         for rule in config[key]:
             if len(rule) != 2 or not isinstance(rule[0], str):
                 raise ValueError(f"config.{key}: each entry is (regex, number), got {rule!r}")
-            re.compile(rule[0])
+            _compile(key, rule[0])
     for pattern in config.freeze:
+        _compile("freeze", pattern)
+
+
+def _compile(key: str, pattern: str) -> None:
+    try:
         re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"config.{key}: bad regex {pattern!r}: {e}") from None
 
 
 def param_groups(config: ml_collections.ConfigDict, params, steps_per_epoch: int):
     """Per parameter: None when frozen for the whole run, else (learning-rate multiplier,
     weight decay, step it unfreezes at). Regexes are matched against the whole path."""
-    _check_rules(config)
+    check_rules(config)
     ids, num_blocks = layer_ids(list(params))
 
     def group(path, p):

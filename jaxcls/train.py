@@ -36,6 +36,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"devices ({jax.device_count()}) x grad_accum_steps "
                          f"({config.grad_accum_steps})")
     models.check_name(config.model)
+    create_model(config, 2)  # model_kwargs and model keys fit the model
+    optim.check_rules(config)
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
     if config.layer_decay <= 0:
@@ -87,15 +89,18 @@ MODEL_FIELDS = {"dropout_rate": "dropout_rate", "drop_path_rate": "drop_path_rat
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
-    kwargs = dict(config.model_kwargs)
+    """The registered `config.model` with model_kwargs and the top-level model keys applied."""
+    model = models.create(config.model, num_classes, dtype=jnp.dtype(config.dtype),
+                          **config.model_kwargs)
+    base = defaults.get_config()
+    fields = {}
     for key, field in MODEL_FIELDS.items():
-        if config[key] != defaults.get_config()[key]:
-            kwargs[field] = config[key] or None
-    model = models.create(config.model, num_classes, dtype=jnp.dtype(config.dtype), **kwargs)
-    for key, field in MODEL_FIELDS.items():
-        if field in kwargs and not hasattr(model, field):
-            raise ValueError(f"config.{key} does not apply to {config.model!r}")
-    return model
+        if config[key] != base[key] and field not in config.model_kwargs:
+            if not hasattr(model, field):
+                raise ValueError(f"config.{key}={config[key]!r} does not apply to "
+                                 f"{config.model!r}")
+            fields[field] = config[key] or None
+    return model.clone(**fields)
 
 
 def create_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,

@@ -173,6 +173,14 @@ def test_config_errors_name_the_key(workdir):
         train.run(tiny_config(num_steps=None), workdir)
     with pytest.raises(ValueError, match="dataset"):
         train.run(tiny_config(dataset="imagenet"), workdir)
+    with pytest.raises(ValueError, match="config.dropout_rate=0.1 does not apply to 'resnet18'"):
+        train.run(tiny_config(dropout_rate=0.1), workdir)
+    with pytest.raises(ValueError, match="config.freeze: bad regex"):
+        train.run(tiny_config(freeze=("head[",)), workdir)
+    with pytest.raises(ValueError, match="config.lr_multipliers: each entry"):
+        train.run(tiny_config(lr_multipliers=((".*",),)), workdir)
+    with pytest.raises(FileNotFoundError, match="config.init_from='nowhere'"):
+        train.run(tiny_config(init_from="nowhere"), workdir)
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
