@@ -9,7 +9,6 @@
 MFU = FLOPs per step / step time / the device's peak dense bf16 FLOP/s (null where unknown).
 """
 
-import functools
 import json
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcls import sharding, steps, train, writers
+from jaxcls import sharding, train, writers
 
 config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
 flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
@@ -45,7 +44,7 @@ def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
     """Compile time, FLOPs and median ms of the train step on synthetic on-device data."""
     mesh = sharding.make_mesh()
     model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
-    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size)
+    init = train.state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, jax.random.key(0))
     state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state)
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))

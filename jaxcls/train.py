@@ -132,6 +132,12 @@ def apply_pretrained_conventions(config: ml_collections.ConfigDict, ckpt: weight
     return config
 
 
+def state_initializer(config: ml_collections.ConfigDict, model, tx):
+    """init(rng, variables=None) -> TrainState for this config (image size, EMA)."""
+    return functools.partial(steps.init_state, model, tx, image_size=config.image_size,
+                             ema=config.ema_decay > 0)
+
+
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
     """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated."""
     state_sharding = sharding.tree_shardings(mesh, abstract_state)
@@ -181,8 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    init = functools.partial(steps.init_state, model, tx, image_size=config.image_size,
-                             ema=config.ema_decay > 0)
+    init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
                                                           abstract_state)

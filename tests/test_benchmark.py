@@ -11,6 +11,7 @@ def test_benchmark_json_line():
     proc = subprocess.run(
         [sys.executable, "-m", "jaxcls.benchmark", "--config=configs/default.py",
          "--config.image_size=8", "--config.model_kwargs.width=4", "--config.batch_size=32",
+         "--config.ema_decay=0.9",  # recipes with an EMA (ViT, ConvNeXt) benchmark too
          "--steps=3", "--warmup=1", "--loop_steps=4", "--log_every=2"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
