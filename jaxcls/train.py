@@ -208,7 +208,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if pretrained:
             variables = weights.fit(pretrained, {"params": state.params,
                                                  "batch_stats": state.batch_stats},
-                                    new_head=lambda: jax.device_get(state.params["head"]))
+                                    new_head=lambda: jax.device_get(state.params["head"]),
+                                    replace_head=config.init_new_head)
             state = jax.jit(lambda v: init(init_rng, variables=v),
                             out_shardings=state_sharding)(variables)
             logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)

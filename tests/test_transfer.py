@@ -207,9 +207,14 @@ def test_finetune_runs_head_only_then_unfreezes_on_schedule(torch_resnet, tmp_pa
     probe = str(tmp_path / "probe")
     c2 = tiny_config(dataset=f"folder:{data}", image_size=16, crop_padding=0, batch_size=12,
                      num_steps=2, init_from=os.path.join(workdir, "checkpoints", "6"),
-                     freeze=(r"(?!head/).*",))
+                     freeze=(r"(?!head/).*",), learning_rate=0.0, optimizer="sgd")
     c2.model_kwargs = RESNET_KWARGS
-    train.run(c2, probe)
+    train.run(c2, probe)  # learning rate 0: what was loaded is what is saved
     end = checkpoint.load_state(os.path.join(probe, "checkpoints", "2"))
+    assert _leaves_equal(end["params"], states[6]["params"])
+    # Same class count, new classes: init_new_head swaps the head and keeps the backbone.
+    c2.init_new_head = True
+    train.run(c2, str(tmp_path / "probe_new_head"))
+    end = checkpoint.load_state(os.path.join(tmp_path, "probe_new_head", "checkpoints", "2"))
     assert _leaves_equal({k: v for k, v in end["params"].items() if k != "head"}, backbone[6])
     assert not _leaves_equal(end["params"]["head"], states[6]["params"]["head"])

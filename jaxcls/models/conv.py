@@ -1,9 +1,11 @@
-"""`conv_general_dilated` for flax's `nn.Conv`, with a faster kernel gradient on CPU.
+"""`conv_general_dilated` for flax's `nn.Conv`, with faster CPU paths.
 
 XLA:CPU computes a convolution's kernel gradient as a convolution over the batch axis, which
 runs many times slower than the forward pass. The same gradient as one matmul per kernel tap,
-sum over n, h, w of x[shifted]^T @ dy, runs 6x faster there (BENCHMARKS.md). On GPU/TPU the
-library convolution is used unchanged.
+sum over n, h, w of x[shifted]^T @ dy, runs 6x faster there (BENCHMARKS.md). Depthwise
+convolutions (ConvNeXt's 7x7) are slow on XLA:CPU in every direction; as a sum of shifted
+multiplies, one per tap, they run 10-30x faster. On GPU/TPU the library convolution is used
+unchanged.
 """
 
 import functools
@@ -55,23 +57,64 @@ def _cpu_conv(strides: tuple, pads: tuple, precision):
     return conv
 
 
+def _window(xp, dy: int, dx: int, out_hw):
+    return lax.slice(xp, (0, dy, dx, 0), (xp.shape[0], dy + out_hw[0], dx + out_hw[1],
+                                          xp.shape[3]))
+
+
+def _depthwise_taps(x, w, pads):
+    """Stride-1 depthwise conv as sum over taps of shifted x times that tap's weights."""
+    kh, kw = w.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out_hw = (xp.shape[1] - kh + 1, xp.shape[2] - kw + 1)
+    return sum(_window(xp, dy, dx, out_hw) * w[dy, dx, 0]
+               for dy in range(kh) for dx in range(kw))
+
+
+@functools.cache
+def _cpu_depthwise(pads: tuple):
+    @jax.custom_vjp
+    def conv(x, w):
+        return _depthwise_taps(x, w, pads)
+
+    def fwd(x, w):
+        return conv(x, w), (x, w)
+
+    def bwd(residuals, g):
+        x, w = residuals
+        dx = jax.vjp(lambda x_: _depthwise_taps(x_, w, pads), x)[1](g)[0]
+        xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        dw = jnp.stack([jnp.sum(_window(xp, dy, dx_, g.shape[1:3]) * g, axis=(0, 1, 2),
+                                dtype=jnp.float32)
+                        for dy in range(w.shape[0]) for dx_ in range(w.shape[1])])
+        return dx, dw.reshape(w.shape).astype(w.dtype)
+
+    conv.defvjp(fwd, bwd)
+    return conv
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
     """Drop-in for `lax.conv_general_dilated` (pass it as nn.Conv(conv_general_dilated=...))."""
-    plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
-             and all(d == 1 for d in (lhs_dilation or (1, 1)))
-             and all(d == 1 for d in (rhs_dilation or (1, 1)))
-             and preferred_element_type is None
-             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
-    if plain and jax.default_backend() == "cpu":
+    simple = (lhs.ndim == 4 and batch_group_count == 1
+              and all(d == 1 for d in (lhs_dilation or (1, 1)))
+              and all(d == 1 for d in (rhs_dilation or (1, 1)))
+              and preferred_element_type is None
+              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    if simple and jax.default_backend() == "cpu":
         pads = padding
         if isinstance(pads, str):
             pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, pads)
         pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+        depthwise = (feature_group_count == lhs.shape[3] == rhs.shape[3] and rhs.shape[2] == 1
+                     and tuple(window_strides) == (1, 1))
         if min(min(p) for p in pads) >= 0:
-            return _cpu_conv(tuple(window_strides), pads, precision)(lhs, rhs)
+            if feature_group_count == 1:
+                return _cpu_conv(tuple(window_strides), pads, precision)(lhs, rhs)
+            if depthwise:
+                return _cpu_depthwise(pads)(lhs, rhs)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type)

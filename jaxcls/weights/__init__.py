@@ -136,12 +136,14 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"\n  {title} ({len(keys)}): " + ", ".join(keys)
 
 
-def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict]) -> dict:
+def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
+        replace_head: bool = False) -> dict:
     """Variables shaped like `target` (the model's variables, or their shapes) holding the
     checkpoint's tensors. The head (`params/head/...`) comes from `new_head()` (a fresh
     initialisation) when the checkpoint has none or a different number of classes; a ViT
     position embedding is resized to the model's grid. Any other missing, unexpected or
-    mis-shaped key raises ValueError listing all of them."""
+    mis-shaped key raises ValueError listing all of them. `replace_head`: a new head even when
+    the class counts match (the same number of different classes)."""
     flat_fresh = {"/".join(str(k.key) for k in key): v
                   for key, v in jax.tree_util.tree_flatten_with_path(target)[0]}
     out, missing, mismatched, replaced = {}, [], [], []
@@ -149,7 +151,7 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict]) -> dict:
     for key, target in flat_fresh.items():
         value = ckpt.tensors.get(key)
         is_head = key.startswith("params/head/")
-        if value is None or (is_head and head_classes != target.shape[-1]):
+        if value is None or (is_head and (replace_head or head_classes != target.shape[-1])):
             (replaced if is_head else missing).append(key)
             continue
         if value.shape != target.shape:
@@ -164,7 +166,7 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict]) -> dict:
                 mismatched.append(f"{key} {value.shape} vs model {tuple(target.shape)}")
                 continue
         out[key] = value.astype(target.dtype)
-    unexpected = ckpt.unexpected + sorted(set(ckpt.tensors) - set(flat_fresh))
+    unexpected = ckpt.unexpected + sorted(set(ckpt.tensors) - set(flat_fresh) - set(replaced))
     if missing or unexpected or mismatched:
         raise ValueError(
             f"weights {ckpt.path} ({ckpt.layout} layout) do not fit the model:"
