@@ -42,6 +42,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
     if config.layer_decay <= 0:
         raise ValueError(f"config.layer_decay={config.layer_decay} must be positive (1: off)")
+    layouts = ("auto", "jaxcls", *weights.layouts.LAYOUTS)
+    if config.init_layout not in layouts:
+        raise ValueError(f"config.init_layout={config.init_layout!r}: use one of {layouts}")
     if config.init_from and not os.path.exists(config.init_from):
         raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
     if config.num_steps is None and config.num_epochs is None:

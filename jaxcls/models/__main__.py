@@ -16,6 +16,7 @@ from absl import app, flags
 from jax.extend import core
 
 from jaxcls import models
+from jaxcls.models import conv
 
 flags.DEFINE_list("names", None, "Models to list (default: all).")
 
@@ -43,7 +44,8 @@ def count(name: str, image_size: int | None = None, num_classes: int = 1000) -> 
     model = models.create(name, num_classes)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    with conv.library_convolutions():
+        jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
     return {"params": sum(v.size for v in jax.tree.leaves(variables["params"])),
             "gmacs": _macs(jaxpr.jaxpr) / 1e9, "image_size": size}
 

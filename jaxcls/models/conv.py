@@ -8,6 +8,7 @@ multiplies, one per tap, they run 10-30x faster. On GPU/TPU the library convolut
 unchanged.
 """
 
+import contextlib
 import functools
 
 import jax
@@ -57,6 +58,20 @@ def _cpu_conv(strides: tuple, pads: tuple, precision):
     return conv
 
 
+_cpu_paths = [True]
+
+
+@contextlib.contextmanager
+def library_convolutions():
+    """Within this block, trace every convolution as `lax.conv_general_dilated` (for counting
+    MACs from a jaxpr, where the CPU paths would show as matmuls and multiplies)."""
+    _cpu_paths.append(False)
+    try:
+        yield
+    finally:
+        _cpu_paths.pop()
+
+
 def _window(xp, dy: int, dx: int, out_hw):
     return lax.slice(xp, (0, dy, dx, 0), (xp.shape[0], dy + out_hw[0], dx + out_hw[1],
                                           xp.shape[3]))
@@ -103,7 +118,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
               and preferred_element_type is None
               and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
               == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
-    if simple and jax.default_backend() == "cpu":
+    if simple and _cpu_paths[-1] and jax.default_backend() == "cpu":
         pads = padding
         if isinstance(pads, str):
             pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, pads)

@@ -96,11 +96,9 @@ def _read_jaxcls(path: str, model: str) -> Checkpoint:
     return Checkpoint(path, "jaxcls", tensors, kwargs, pre, [])
 
 
-def detect_layout(path: str) -> str:
-    if os.path.isdir(path) and (os.path.exists(os.path.join(path, META_FILE))
-                                or os.path.isdir(os.path.join(path, "state"))):
-        return "jaxcls"
-    return layouts.detect(list(files.read_tensors(path)))
+def _is_jaxcls(path: str) -> bool:
+    return os.path.isdir(path) and (os.path.exists(os.path.join(path, META_FILE))
+                                    or os.path.isdir(os.path.join(path, "state")))
 
 
 def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
@@ -108,14 +106,15 @@ def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
 
     layout: auto | hf | timm | torchvision | big_vision | jaxcls."""
     family = models.family(model)
-    if layout == "auto":
-        layout = detect_layout(path)
-    if layout == "jaxcls":
+    if layout == "jaxcls" or (layout == "auto" and _is_jaxcls(path)):
         return _read_jaxcls(path, model)
-    if layout not in layouts.LAYOUTS:
+    if layout not in ("auto", *layouts.LAYOUTS):
         raise ValueError(f"weights layout {layout!r}: use auto, jaxcls or one of "
                          f"{layouts.LAYOUTS}")
-    tensors, unexpected = layouts.convert(files.read_tensors(path), family, layout)
+    source = files.read_tensors(path)
+    if layout == "auto":
+        layout = layouts.detect(list(source))
+    tensors, unexpected = layouts.convert(source, family, layout)
     kwargs, pre = {}, _default_preprocessing(family, layout)
     if family == "vit":
         if layout == "hf":
