@@ -84,11 +84,9 @@ def _best_eval(metrics_path: str) -> tuple[float, int | None]:
     return best
 
 
-# Top-level config keys that set a model field when changed from their default; a family
-# without that field (e.g. remat on a ResNet) fails naming the key.
-MODEL_FIELDS = {"dropout_rate": "dropout_rate", "drop_path_rate": "drop_path_rate",
-                "head_dropout_rate": "head_dropout_rate", "remat": "remat",
-                "attention": "attention"}
+# Top-level config keys that set the model field of the same name when changed from their
+# default; a family without that field (e.g. remat on a ResNet) fails naming the key.
+MODEL_KEYS = ("dropout_rate", "drop_path_rate", "head_dropout_rate", "remat", "attention")
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -97,12 +95,12 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int):
                           **config.model_kwargs)
     base = defaults.get_config()
     fields = {}
-    for key, field in MODEL_FIELDS.items():
-        if config[key] != base[key] and field not in config.model_kwargs:
-            if not hasattr(model, field):
+    for key in MODEL_KEYS:
+        if config[key] != base[key] and key not in config.model_kwargs:
+            if not hasattr(model, key):
                 raise ValueError(f"config.{key}={config[key]!r} does not apply to "
                                  f"{config.model!r}")
-            fields[field] = config[key] or None
+            fields[key] = config[key] or None  # attention "" -> None: XLA chooses
     return model.clone(**fields)
 
 
