@@ -204,16 +204,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
                              train_iter)
         logging.info("resumed from %s", ckpt.path(start_step))
+    elif pretrained:
+        # Only a new head is initialised afresh (XLA prunes the rest of init), so the
+        # parameters are never on the devices twice.
+        variables = weights.fit(
+            pretrained, {"params": abstract_state.params,
+                         "batch_stats": abstract_state.batch_stats},
+            new_head=lambda: jax.jit(lambda r: init(r).params["head"])(init_rng),
+            replace_head=config.init_new_head)
+        state = jax.jit(lambda v: init(init_rng, variables=v),
+                        out_shardings=state_sharding)(variables)
+        logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
-        if pretrained:
-            variables = weights.fit(pretrained, {"params": state.params,
-                                                 "batch_stats": state.batch_stats},
-                                    new_head=lambda: jax.device_get(state.params["head"]),
-                                    replace_head=config.init_new_head)
-            state = jax.jit(lambda v: init(init_rng, variables=v),
-                            out_shardings=state_sharding)(variables)
-            logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
 
     def evaluate(state) -> dict[str, float]:
         batches = loader.eval_batches(dataset.eval, config.batch_size, config.num_threads)

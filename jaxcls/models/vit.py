@@ -71,13 +71,14 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     mlp_dim: int
     dropout_rate: float = 0.0
+    gelu_approximate: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         dense = partial(nn.Dense, kernel_init=dense_init, bias_init=nn.initializers.normal(1e-6),
                         dtype=self.dtype)
-        y = nn.gelu(dense(self.mlp_dim, name="fc1")(x), approximate=False)
+        y = nn.gelu(dense(self.mlp_dim, name="fc1")(x), approximate=self.gelu_approximate)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         return dense(x.shape[-1], name="fc2")(y)
 
@@ -92,6 +93,7 @@ class EncoderBlock(nn.Module):
     drop_path_rate: float = 0.0
     layer_norm_eps: float = 1e-6
     attention: str | None = None
+    gelu_approximate: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -101,8 +103,8 @@ class EncoderBlock(nn.Module):
         y = Attention(self.num_heads, self.attention_dropout_rate, self.attention, self.dtype,
                       name="attn")(norm(name="norm1")(x), train)
         x = x + DropPath(self.drop_path_rate)(drop()(y), train)
-        y = Mlp(self.mlp_dim, self.dropout_rate, self.dtype, name="mlp")(norm(name="norm2")(x),
-                                                                          train)
+        y = Mlp(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
+                name="mlp")(norm(name="norm2")(x), train)
         return x + DropPath(self.drop_path_rate)(drop()(y), train)
 
 
@@ -123,7 +125,8 @@ class ViT(nn.Module):
     head_dropout_rate: float = 0.0  # on the pooled features, before the head
     layer_norm_eps: float = 1e-6  # 1e-6 as big_vision/timm; Hugging Face ViTs use 1e-12
     attention: str | None = None  # jax.nn.dot_product_attention implementation
-    remat: bool = False  # recompute each block in the backward pass (less memory, ~1/3 slower)
+    gelu_approximate: bool = False  # tanh GELU, as big_vision trains; exact as HF/timm/torch
+    remat: bool = False  # recompute each block in the backward pass (less memory, more compute)
     dtype: Any = jnp.float32  # compute dtype; params stay float32
 
     @nn.compact
@@ -144,7 +147,7 @@ class ViT(nn.Module):
         for i, rate in enumerate(drop_path_rates(self.drop_path_rate, self.depth)):
             x = block(self.num_heads, self.mlp_dim, self.dropout_rate,
                       self.attention_dropout_rate, rate, self.layer_norm_eps, self.attention,
-                      self.dtype, name=f"block{i}")(x, train)
+                      self.gelu_approximate, self.dtype, name=f"block{i}")(x, train)
         x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
         x = x[:, 0] if self.pool == "token" else jnp.mean(x, axis=1)
         if self.representation_size:

@@ -119,6 +119,8 @@ def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
     if family == "vit":
         if layout == "hf":
             kwargs["layer_norm_eps"] = 1e-12  # Hugging Face's ViT default
+        if layout == "big_vision":
+            kwargs["gelu_approximate"] = True  # flax's nn.gelu default, which big_vision uses
         if "params/cls" not in tensors:
             kwargs["pool"] = "gap"
         if "params/pre_logits/kernel" in tensors:
