@@ -13,6 +13,12 @@ from jaxcls import checkpoint
 from tests.conftest import run_python
 
 RUN = """
+import sys
+class NoTorch:  # as if PyTorch were not installed: the core must not need it
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, NoTorch())
 import json
 from tests.conftest import tiny_config
 from absl import logging
@@ -20,7 +26,6 @@ from jaxcls import train, writers
 logging.set_verbosity(logging.INFO)
 writers.quiet_libraries()
 train.run(tiny_config(**json.loads(OVERRIDES)), WORKDIR)
-import sys
 assert "tensorflow" not in sys.modules, "the core must run without TensorFlow"
 """
 
