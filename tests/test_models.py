@@ -74,13 +74,15 @@ def test_drop_path_and_dropout_act_only_in_training():
                   models.create("convnext_atto", 5, dims=(8, 8, 8, 8), drop_path_rate=0.5,
                                 layer_scale_init=1.0),
                   models.create("resnet18", 5, width=4, drop_path_rate=0.5)):
-        variables = model.init(jax.random.key(1), x)
+        variables = jax.jit(model.init)(jax.random.key(1), x)
         variables["params"]["head"]["kernel"] = jnp.ones_like(
             variables["params"]["head"]["kernel"])
-        train = [model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(i)},
-                             mutable=["batch_stats"])[0] for i in (0, 1)]
+        train_fn = jax.jit(lambda v, r, m=model: m.apply(v, x, train=True, rngs={"dropout": r},
+                                                         mutable=["batch_stats"])[0])
+        train = [train_fn(variables, jax.random.key(i)) for i in (0, 1)]
         assert not np.allclose(train[0], train[1])  # a different rng drops different paths
-        np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+        eval_fn = jax.jit(lambda v, m=model: m.apply(v, x))
+        np.testing.assert_array_equal(eval_fn(variables), eval_fn(variables))
 
 
 def test_vit_position_embedding_resizes_to_a_new_grid():
@@ -149,3 +151,25 @@ def test_cpu_depthwise_conv_and_gradients_equal_xla(kernel, padding):
     ref = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
     for a, b in zip(ours, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("vit_ti4", {"width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 64}),
+    ("convnext_atto", {"dims": (8, 8, 8, 8), "depths": (1, 1, 1, 1), "stem_patch": 2}),
+    ("resnet18", {"width": 8, "stage_sizes": (1, 1)})])
+def test_bfloat16_compute_keeps_float32_params_and_close_logits(name, kwargs):
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    f32 = models.create(name, 5, **kwargs)
+    bf16 = models.create(name, 5, dtype=jnp.bfloat16, **kwargs)
+    variables = jax.jit(f32.init)(jax.random.key(1), x)
+    variables["params"]["head"]["kernel"] = jax.random.normal(
+        jax.random.key(2), variables["params"]["head"]["kernel"].shape) * 0.1
+    assert jax.tree.leaves(jax.eval_shape(bf16.init, jax.random.key(1), x)["params"])[0].dtype \
+        == jnp.float32  # params are created in float32 whatever the compute dtype
+    ref, out = jax.jit(f32.apply)(variables, x), jax.jit(bf16.apply)(variables, x)
+    assert out.dtype == jnp.float32  # logits come back in float32 for the loss
+    # bf16 keeps 8 bits of mantissa: a few tiny layers stay within ~2% of the logit scale.
+    np.testing.assert_allclose(out, ref, atol=0.03 * float(jnp.abs(ref).max()))
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(bf16.apply({**variables, "params": p}, x) ** 2)))(
+        variables["params"])
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
