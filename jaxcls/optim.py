@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxcls import sharding
+
 
 def resolve_steps(config: ml_collections.ConfigDict, prefix: str, steps_per_epoch: int
                   ) -> int | None:
@@ -41,11 +43,6 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, tot
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
-
-
-def param_path(path) -> str:
-    """'block3/attn/query/kernel': the name regexes in the config are matched against."""
-    return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
 # Top-level modules that come before the first block (layer 0 for layer-wise decay).
@@ -108,7 +105,7 @@ def param_groups(config: ml_collections.ConfigDict, params, steps_per_epoch: int
     ids, num_blocks = layer_ids(list(params))
 
     def group(path, p):
-        name = param_path(path)
+        name = sharding.path_str(path)  # e.g. 'block3/attn/query/kernel'
         if any(re.fullmatch(pattern, name) for pattern in config.freeze):
             return None
         lr = float(_first_match(config.lr_multipliers, name, 1.0))
@@ -125,12 +122,16 @@ def param_groups(config: ml_collections.ConfigDict, params, steps_per_epoch: int
     return jax.tree_util.tree_map_with_path(group, params)
 
 
+def _is_group(g) -> bool:
+    """Leaves of a `param_groups` tree: None (frozen) or a (lr, decay, step) tuple."""
+    return g is None or isinstance(g, tuple)
+
+
 def frozen_mask(config: ml_collections.ConfigDict, params):
     """True for parameters frozen for the whole run (`freeze`, or a learning-rate multiplier
     of 0); their gradients need not be computed."""
     groups = param_groups(config, params, 1)
-    return jax.tree.map(lambda g: g is None, groups, is_leaf=lambda g: g is None or
-                        isinstance(g, tuple))
+    return jax.tree.map(lambda g: g is None, groups, is_leaf=_is_group)
 
 
 class FrozenUntilState(NamedTuple):
@@ -176,11 +177,10 @@ def create_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule
     """Clipping (optional), then per parameter group (`param_groups`): frozen parameters get no
     state and no update; the others SGD or AdamW at schedule x their multiplier."""
     groups = param_groups(config, params, steps_per_epoch)
-    is_group = lambda g: g is None or isinstance(g, tuple)  # noqa: E731
     labels = jax.tree.map(lambda g: "frozen" if g is None else repr(g), groups,
-                          is_leaf=is_group)
+                          is_leaf=_is_group)
     transforms = {"frozen": optax.set_to_zero()}
-    for g in jax.tree.leaves(groups, is_leaf=lambda g: isinstance(g, tuple)):
+    for g in jax.tree.leaves(groups, is_leaf=_is_group):
         if g is None or repr(g) in transforms:
             continue
         lr_mult, weight_decay, unfreeze_step = g

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcls import checkpoint, models
+from jaxcls import checkpoint, models, sharding
 from jaxcls.models import vit
 from jaxcls.weights import files, layouts
 
@@ -91,7 +91,7 @@ def _read_jaxcls(path: str, model: str) -> Checkpoint:
         saved_model = run_config["model"]
     if saved_model != model:
         raise ValueError(f"{path} holds {saved_model!r} weights, not {model!r}")
-    tensors = {"/".join(str(getattr(k, "key", k)) for k in key): np.asarray(v)
+    tensors = {sharding.path_str(key): np.asarray(v)
                for key, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
     return Checkpoint(path, "jaxcls", tensors, kwargs, pre, [])
 
@@ -145,7 +145,7 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
     position embedding is resized to the model's grid. Any other missing, unexpected or
     mis-shaped key raises ValueError listing all of them. `replace_head`: a new head even when
     the class counts match (the same number of different classes)."""
-    flat_fresh = {"/".join(str(k.key) for k in key): v
+    flat_fresh = {sharding.path_str(key): v
                   for key, v in jax.tree_util.tree_flatten_with_path(target)[0]}
     out, missing, mismatched, replaced = {}, [], [], []
     head_classes = ckpt.num_classes
