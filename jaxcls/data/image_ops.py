@@ -71,13 +71,18 @@ def apply_lut(img: jax.Array, lut: jax.Array) -> jax.Array:
     return jnp.take_along_axis(lut, values, axis=0).reshape(img.shape).astype(jnp.float32)
 
 
+def _present_range(hist: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Lowest and highest value present in each channel of a [256, 3] histogram."""
+    v = jnp.arange(LEVELS)[:, None]
+    return (jnp.min(jnp.where(hist > 0, v, LEVELS - 1), axis=0),
+            jnp.max(jnp.where(hist > 0, v, 0), axis=0))
+
+
 def autocontrast_lut(hist: jax.Array) -> jax.Array:
     """PIL `ImageOps.autocontrast` (cutoff 0) table from a [256, 3] histogram: stretches each
     channel's [lowest, highest] present value to [0, 255]; a flat channel is left as is."""
-    present = hist > 0
-    lo = jnp.argmax(present, axis=0)
-    hi = LEVELS - 1 - jnp.argmax(present[::-1], axis=0)
     v = jnp.arange(LEVELS)[:, None]
+    lo, hi = _present_range(hist)
     # PIL computes int(v * 255 / (hi - lo) - lo * 255 / (hi - lo)) in float64; the same floor
     # in exact integer arithmetic (test_autocontrast_lut_matches_pil_float64 checks all cases).
     span = jnp.maximum(hi - lo, 1)
@@ -90,7 +95,7 @@ def equalize_lut(hist: jax.Array) -> jax.Array:
     cumulative histogram in steps of (count of all but the highest present value) // 255."""
     v = jnp.arange(LEVELS)[:, None]
     present = hist > 0
-    hi = LEVELS - 1 - jnp.argmax(present[::-1], axis=0)
+    _, hi = _present_range(hist)
     top_count = jnp.take_along_axis(hist, hi[None], axis=0)[0]
     step = (hist.sum(0) - top_count) // 255
     below = jnp.cumsum(hist, axis=0) - hist  # pixels with a smaller value
