@@ -15,8 +15,7 @@ def get_config():
     config = defaults.get_config()
     config.dataset = "folder:../shared/data/cifar10"  # CIFAR-10 as JPEG files (see README)
     config.image_size = 32
-    config.crop_padding = 4  # random crop 32 from the 4-pixel zero-padded image
-    config.flip = True
+    config.augment = "crop(4)|flip"  # random crop 32 from the 4-pixel zero-padded image, flip
     config.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 channel statistics
     config.std = (0.2470, 0.2435, 0.2616)
     config.model = "resnet18"

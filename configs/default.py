@@ -17,8 +17,7 @@ def get_config():
     config.dataset = "digits"
     config.image_size = 16  # 8x8 digits upsampled
     config.holdout_fraction = 0.2  # 1,437 train / 360 test
-    config.crop_padding = 2  # random shifts of up to 2 pixels
-    config.flip = False  # a mirrored 2 is not a 2
+    config.augment = "crop(2)"  # random shifts of up to 2 pixels; no flip: a mirrored 2 is not a 2
     config.mean = (0.5, 0.5, 0.5)
     config.std = (0.5, 0.5, 0.5)
     config.model = "resnet18"

@@ -25,8 +25,7 @@ def get_config():
     config.init_from = placeholder(str)  # required: the pretrained weights
     config.image_size = 224
     config.crop_frac = 0.875
-    config.crop_padding = 0
-    config.flip = True
+    config.augment = "random_resized_crop|flip"  # Inception crop at decode time, then flip
     config.model = "resnet50"
     config.head_dropout_rate = 0.2
     config.batch_size = 64

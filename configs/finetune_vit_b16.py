@@ -23,8 +23,7 @@ def get_config():
     config.dataset = placeholder(str)  # required: folder:PATH
     config.init_from = placeholder(str)  # required: the pretrained weights
     config.image_size = 224
-    config.crop_padding = 0
-    config.flip = True
+    config.augment = "random_resized_crop|flip"  # Inception crop at decode time, then flip
     config.model = "vit_b16"
     config.drop_path_rate = 0.1
     config.head_dropout_rate = 0.1

@@ -6,8 +6,8 @@ Data preparation as in configs/imagenet_resnet50.py, then:
     python -m jaxcls.main --config=configs/imagenet_convnext_tiny.py --workdir=runs/cnx_t \
         --config.data_dir=DIR
 
-The paper's 82.1% also needs RandAugment, mixup/cutmix and random erasing (the augmentation
-issue); host preprocessing is resize + center crop for now.
+Augmentation as the paper: random-resized crop and flip, RandAugment (rand-m9-mstd0.5),
+random erasing 0.25, mixup 0.8 / CutMix 1.0 (switch 0.5), label smoothing 0.1.
 Measured: not yet measured (no accelerator lent so far).
 """
 
@@ -22,7 +22,8 @@ def get_config():
     config.crop_frac = 0.875
     config.cache_max_gib = 0.0  # never hold ImageNet in host RAM
     config.num_workers = 8
-    config.crop_padding = 0
+    config.augment = "random_resized_crop(224)|flip|randaugment(2, 9, 0.5)|erasing(0.25)"
+    config.mixup.update(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5)
     config.model = "convnext_tiny"
     config.drop_path_rate = 0.1
     config.dtype = "bfloat16"

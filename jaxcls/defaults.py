@@ -31,8 +31,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_threads = 4  # grain reader threads per process
 
     # --- device-side augmentation (inside the jitted step) -----------------------------------
-    c.crop_padding = 4  # random crop after zero-padding each side by this many pixels (0: off)
-    c.flip = True  # random horizontal flip
+    c.augment = "crop(4)|flip"  # ops "|"-separated, in order (jaxcls/data/augment.py); "": none
+    c.mixup = ml_collections.ConfigDict()  # mixup / CutMix of example pairs (off: both alphas 0)
+    c.mixup.mixup_alpha = 0.0  # mixup lambda ~ Beta(alpha, alpha) per example (0: no mixup)
+    c.mixup.cutmix_alpha = 0.0  # CutMix lambda ~ Beta(alpha, alpha) per example (0: no CutMix)
+    c.mixup.cutmix_minmax = ()  # (lo, hi): CutMix box sides uniform in lo..hi x image (not alpha)
+    c.mixup.prob = 1.0  # probability that an example is mixed at all
+    c.mixup.switch_prob = 0.5  # both alphas > 0: probability of CutMix rather than mixup
     c.mean = (0.485, 0.456, 0.406)  # per-channel mean in [0, 1] units, subtracted after /255
     c.std = (0.229, 0.224, 0.225)  # per-channel std in [0, 1] units
 

@@ -38,16 +38,29 @@ def _dtype(config: ml_collections.ConfigDict):
     return jnp.dtype(config.dtype)
 
 
+def step_rngs(rng: jax.Array, step, micro=None) -> tuple[jax.Array, jax.Array]:
+    """(augmentation rng, dropout rng) of train step `step` (and of micro-batch `micro` under
+    gradient accumulation); python -m jaxcls.augviz derives its views the same way."""
+    rng = jax.random.fold_in(rng, step)
+    if micro is not None:
+        rng = jax.random.fold_in(rng, micro)
+    augment_rng, dropout_rng = jax.random.split(rng)
+    return augment_rng, dropout_rng
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict):
-    """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask."""
+    """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask.
+    The model's `num_classes` field sizes the soft targets."""
     k = config.grad_accum_steps
+    pipeline = augment.from_config(config)
 
-    def loss_and_grads(params, batch_stats, micro, rng):
-        augment_rng, dropout_rng = jax.random.split(rng)
-        images = augment.train_augment(augment_rng, micro["image"], config.crop_padding,
-                                       config.flip)
-        images = augment.normalize(images, config.mean, config.std, _dtype(config))
+    def loss_and_grads(params, batch_stats, micro, rngs):
+        augment_rng, dropout_rng = rngs
+        # Soft targets (mixup/CutMix, label smoothing folded in) for the loss; the accuracy
+        # metrics keep the hard labels.
+        images, targets = augment.apply(pipeline, augment_rng, micro["image"], micro["label"],
+                                        model.num_classes, _dtype(config))
         frozen = optim.frozen_mask(config, params)
 
         def loss_fn(p):
@@ -57,8 +70,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_rng})
-            per_example = losses.softmax_cross_entropy(logits, micro["label"],
-                                                       config.label_smoothing)
+            per_example = losses.softmax_cross_entropy(logits, targets)
             return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
 
         (_, (logits, per_example, updates)), grads = jax.value_and_grad(
@@ -67,9 +79,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         return grads, updates.get("batch_stats", batch_stats), m
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
-        rng = jax.random.fold_in(rng, state.step)
         if k == 1:
-            grads, batch_stats, m = loss_and_grads(state.params, state.batch_stats, batch, rng)
+            grads, batch_stats, m = loss_and_grads(state.params, state.batch_stats, batch,
+                                                   step_rngs(rng, state.step))
         else:
             # Micro-batches: [B, ...] -> [k, B/k, ...], micro-batch i = rows i, i+k, ..., so
             # every device keeps its own rows. Gradients of the masked loss *sum* add up
@@ -81,7 +93,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                 grads_sum, batch_stats = carry
                 mb, i = xs
                 grads, batch_stats, m = loss_and_grads(state.params, batch_stats, mb,
-                                                       jax.random.fold_in(rng, i))
+                                                       step_rngs(rng, state.step, i))
                 return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), m
 
             zeros = jax.tree.map(jnp.zeros_like, state.params)

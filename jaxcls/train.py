@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, weights, writers
-from jaxcls.data import loader, sources
+from jaxcls.data import augment, loader, sources
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -38,6 +38,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     models.check_name(config.model)
     create_model(config, 2)  # model_kwargs and model keys fit the model
     optim.check_rules(config)
+    augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
     if config.layer_decay <= 0:
@@ -133,6 +134,12 @@ def apply_pretrained_conventions(config: ml_collections.ConfigDict, ckpt: weight
     return config
 
 
+def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(parameter init rng, train-step rng) of a run; augviz draws its views from the second."""
+    init_rng, step_rng = jax.random.split(jax.random.key(seed))
+    return init_rng, step_rng
+
+
 def state_initializer(config: ml_collections.ConfigDict, model, tx):
     """init(rng, variables=None) -> TrainState for this config (image size, EMA)."""
     return functools.partial(steps.init_state, model, tx, image_size=config.image_size,
@@ -187,7 +194,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch_sharding = sharding.batch_sharding(mesh)
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
-    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    init_rng, step_rng = seed_rngs(config.seed)
     init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,

@@ -19,7 +19,7 @@ def tiny_config(**overrides):
     spec.loader.exec_module(module)
     c = module.get_config()
     c.image_size = 8
-    c.crop_padding = 1
+    c.augment = "crop(1)"
     c.model_kwargs.width = 8
     c.model_kwargs.stage_sizes = (1, 1)
     c.batch_size = 32

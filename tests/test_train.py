@@ -73,10 +73,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
 
 class _Linear(nn.Module):
     """No BatchNorm: micro-batching must then be exact."""
+    num_classes: int = 5
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        return nn.Dense(5)(x.reshape(x.shape[0], -1).astype(jnp.float32))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1).astype(jnp.float32))
 
 
 def _run_steps(config, batch, n=2):
@@ -98,7 +99,7 @@ def _batch(n, size=4, seed=0):
 
 
 def test_gradient_accumulation_equals_one_big_batch():
-    base = tiny_config(image_size=4, crop_padding=0, batch_size=8, optimizer="sgd",
+    base = tiny_config(image_size=4, augment="", batch_size=8, optimizer="sgd",
                        learning_rate=0.1)
     batch = _batch(8)
     one, m1 = _run_steps(base, batch)
@@ -110,7 +111,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 
 def test_masked_examples_do_not_count():
-    config = tiny_config(image_size=4, crop_padding=0, batch_size=8, optimizer="sgd")
+    config = tiny_config(image_size=4, augment="", batch_size=8, optimizer="sgd")
     full = _batch(8)
     padded = {k: v.at[5:].set(0) for k, v in full.items()}  # last 3: zeros with mask 0
     real = {k: v[:5] for k, v in full.items()}

@@ -111,13 +111,15 @@ def test_gradual_unfreezing_starts_a_fresh_adam_at_its_epoch():
 
 
 class _Dense(nn.Module):
+    num_classes: int = 5
+
     @nn.compact
     def __call__(self, x, train: bool = False):
-        return nn.Dense(5)(x.reshape(x.shape[0], -1).astype(jnp.float32))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1).astype(jnp.float32))
 
 
 def test_ema_of_params_follows_its_formula():
-    c = tiny_config(image_size=4, crop_padding=0, optimizer="sgd", learning_rate=0.5,
+    c = tiny_config(image_size=4, augment="", optimizer="sgd", learning_rate=0.5,
                     ema_decay=0.75)
     model = _Dense()
     p0 = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))["params"]
@@ -177,7 +179,7 @@ def _leaves_equal(a, b) -> bool:
 def test_finetune_runs_head_only_then_unfreezes_on_schedule(torch_resnet, tmp_path):
     data = _image_folder(str(tmp_path / "images"))
     workdir = str(tmp_path / "run")
-    c = tiny_config(dataset=f"folder:{data}", image_size=16, crop_padding=0, batch_size=12,
+    c = tiny_config(dataset=f"folder:{data}", image_size=16, augment="", batch_size=12,
                     num_steps=6, checkpoint_every_steps=1, keep_checkpoints=10,
                     optimizer="sgd", learning_rate=0.05, weight_decay=0.0,
                     init_from=torch_resnet, unfreeze_epochs=((r"(?!head/).*", 1),),
@@ -205,7 +207,7 @@ def test_finetune_runs_head_only_then_unfreezes_on_schedule(torch_resnet, tmp_pa
     # A jaxcls training checkpoint is itself a starting point (fine-tune your own run),
     # here as a linear probe: a frozen backbone with no gradient work.
     probe = str(tmp_path / "probe")
-    c2 = tiny_config(dataset=f"folder:{data}", image_size=16, crop_padding=0, batch_size=12,
+    c2 = tiny_config(dataset=f"folder:{data}", image_size=16, augment="", batch_size=12,
                      num_steps=2, init_from=os.path.join(workdir, "checkpoints", "6"),
                      freeze=(r"(?!head/).*",), learning_rate=0.0, optimizer="sgd")
     c2.model_kwargs = RESNET_KWARGS
