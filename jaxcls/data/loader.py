@@ -1,22 +1,61 @@
 """Host input pipeline on grain: per-process shards of uint8 batches, and global device arrays."""
 
+import functools
+
 import grain
 import jax
 import numpy as np
+from absl import flags
+
+from jaxcls.data import images, sources
 
 
 def _read_options(num_threads: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(num_threads, 2))
 
 
+class _Records:
+    """`source` as undecoded records, so decoding (and cropping) happens in a map after them."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.source.record(i)
+
+
+def _decode_cropped(record: dict, rng: np.random.Generator, size: int,
+                    random_crop: images.RandomCrop) -> dict:
+    return sources.decode(record, size, 1.0, random_crop, rng)
+
+
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
-                   num_threads: int = 4) -> grain.DatasetIterator:
-    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state."""
-    ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
+                   num_threads: int = 4, random_crop: images.RandomCrop | None = None
+                   ) -> grain.DatasetIterator:
+    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state.
+
+    `random_crop=(scale, ratio)`: each image is an Inception-style random resized crop of the
+    original, made while decoding; None: the eval geometry (resize, centre crop). Crops are
+    drawn from grain's per-element generator (seed, position in the endless stream): the same
+    for any number of workers or threads, new every epoch, and restored with the iterator state.
+    """
+    if random_crop is None:
+        ds = grain.MapDataset.source(source)
+    else:
+        ds = grain.MapDataset.source(_Records(source))
+    ds = ds[jax.process_index()::jax.process_count()]
     ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat draws a new order per epoch
+    if random_crop is not None:
+        ds = ds.random_map(functools.partial(_decode_cropped, size=source.size,
+                                             random_crop=random_crop))
     ds = ds.batch(local_batch, drop_remainder=True)
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a notebook never parsed them
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(it)
 
