@@ -28,6 +28,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if required:
         raise ValueError(f"this recipe leaves config.{required[0]} to the command line: pass "
                          f"--config.{required[0]}=...")
+    loader.check_input_config(config)
     if config.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     per_step = jax.device_count() * config.grad_accum_steps

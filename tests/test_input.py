@@ -167,3 +167,91 @@ def test_eval_geometry_unchanged_without_random_crop():
             np.testing.assert_array_equal(img, np.asarray(ref))
             seen.append(int(i))
     assert sorted(seen) == sorted(2 * list(range(6)))  # each once in eval, once in train
+
+
+# ---------------------------------------------------------------------------------------------
+# tf.data backend (runs where TensorFlow is installed)
+
+
+def _tfds_sample(data_dir):
+    """A 40 + 10 example TFDS dataset of CIFAR JPEGs, written as TFRecord files."""
+    import tensorflow_datasets as tfds
+
+    classes = sorted(os.listdir(os.path.join(CIFAR, "train")))
+
+    def files(split, per_class):
+        return [(os.path.join(CIFAR, split, c, f"{i:04d}.jpg"), k)
+                for k, c in enumerate(classes) for i in range(per_class)]
+
+    class JaxclsCifarSample(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(names=classes)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(files("train", 4)),
+                    "test": self._generate_examples(files("test", 1))}
+
+        def _generate_examples(self, items):
+            for i, (path, label) in enumerate(items):
+                yield i, {"image": path, "label": label}
+
+    JaxclsCifarSample(data_dir=data_dir).download_and_prepare()
+    return "jaxcls_cifar_sample"
+
+
+@needs_cifar
+def test_tf_backend_batches_crops_resume_and_training(tmp_path):
+    pytest.importorskip("tensorflow")
+    from jaxcls import train
+    from jaxcls.data import tf_input
+    from tests.conftest import tiny_config
+
+    name = _tfds_sample(str(tmp_path / "tfds"))
+    ds = tf_input.tfds_dataset(name, str(tmp_path / "tfds"), 16, 1.0, "train", "test", 64)
+    assert (len(ds.train), len(ds.eval), ds.num_classes) == (40, 10, 10)
+
+    # Train batches: the grain loader's dict; crops fixed by the seed, new every epoch.
+    def run(seed, n):
+        return _batches(loader.train_iterator(ds.train, 8, seed, random_crop=INCEPTION), n)
+
+    a, b = run(0, 6), run(0, 6)
+    assert set(a[0]) == {"image", "label", "bad", "index"}
+    assert a[0]["image"].shape == (8, 16, 16, 3) and a[0]["image"].dtype == np.uint8
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+    assert not np.array_equal(np.stack([x["image"] for x in a[:5]]),
+                              np.stack([x["image"] for x in run(1, 5)]))
+    # Resume mid-epoch (and across the epoch boundary): the next batches equal the run's.
+    it = loader.train_iterator(ds.train, 8, 0, random_crop=INCEPTION)
+    _batches(it, 3)
+    resumed = loader.train_iterator(ds.train, 8, 0, random_crop=INCEPTION)
+    resumed.set_state(it.get_state())
+    resumed.start_prefetch()
+    for x, y in zip(a[3:], _batches(resumed, 3), strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+    # Eval: every example once, padded tail, the PIL geometry within JPEG decoder rounding.
+    batches = list(loader.eval_batches(ds.eval, 4))
+    assert len(batches) == 3 and sum(int(x["pad"].sum()) for x in batches) == 2
+    images_ = np.concatenate([x["image"][~x["pad"]] for x in batches])
+    labels = np.concatenate([x["label"][~x["pad"]] for x in batches])
+    classes = sorted(os.listdir(os.path.join(CIFAR, "test")))
+    for img, label in zip(images_, labels, strict=True):
+        path = os.path.join(CIFAR, "test", classes[label], "0000.jpg")
+        ref = images.resize_center_crop(Image.open(path).convert("RGB"), 16)
+        assert np.abs(img.astype(int) - np.asarray(ref)).mean() < 2.0
+
+    # Training through train.run, stopped and resumed: the iterator state is checkpointed.
+    config = tiny_config(dataset=f"tfds:{name}", data_dir=str(tmp_path / "tfds"),
+                         batch_size=8, num_steps=3, final_eval=False)
+    config.input.backend = "tf"
+    workdir = str(tmp_path / "run")
+    assert train.run(config, workdir)["steps"] == 3
+    config.num_steps, config.final_eval = 6, True
+    summary = train.run(config, workdir)
+    assert summary["steps"] == 6 and 0.0 <= summary["final_eval"]["accuracy"] <= 1.0

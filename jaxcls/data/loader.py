@@ -7,7 +7,29 @@ import jax
 import numpy as np
 from absl import flags
 
-from jaxcls.data import images, sources
+from jaxcls.data import images, sources, tf_input
+
+BACKENDS = ("grain", "tf")
+
+
+def check_input_config(config) -> None:
+    """Fails at start on an unknown `config.input.*` key or a backend that cannot run."""
+    from jaxcls import defaults
+
+    unknown = sorted(set(config.input.keys()) - set(defaults.get_config().input.keys()))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {['input.' + k for k in unknown]}; valid keys "
+                         f"are listed in jaxcls/defaults.py")
+    if config.input.backend not in BACKENDS:
+        raise ValueError(f"config.input.backend={config.input.backend!r}: use one of {BACKENDS}")
+    if config.input.shuffle_buffer <= 0:
+        raise ValueError(f"config.input.shuffle_buffer={config.input.shuffle_buffer} must be "
+                         f"positive")
+    if config.input.backend == "tf":
+        if not config.dataset.startswith("tfds:"):
+            raise ValueError(f"config.input.backend='tf' reads TFDS datasets; config.dataset="
+                             f"{config.dataset!r} is not tfds:NAME (use backend 'grain')")
+        tf_input.require_tensorflow()
 
 
 def _read_options(num_threads: int) -> grain.ReadOptions:
@@ -41,7 +63,10 @@ def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
     original, made while decoding; None: the eval geometry (resize, centre crop). Crops are
     drawn from grain's per-element generator (seed, position in the endless stream): the same
     for any number of workers or threads, new every epoch, and restored with the iterator state.
+    A `tf_input.TfdsSplit` source goes through tf.data instead (`config.input.backend="tf"`).
     """
+    if isinstance(source, tf_input.TfdsSplit):
+        return tf_input.train_iterator(source, local_batch, seed, num_threads, random_crop)
     if random_crop is None:
         ds = grain.MapDataset.source(source)
     else:
@@ -86,6 +111,8 @@ def eval_batches(source, global_batch: int, num_threads: int = 4):
     Every process gets the same number of batches (ceil(N / global_batch)), so collective eval
     steps line up across hosts; the tail is padded, never dropped.
     """
+    if isinstance(source, tf_input.TfdsSplit):
+        return tf_input.eval_batches(source, global_batch, num_threads)
     p, n_proc = jax.process_index(), jax.process_count()
     local_batch = global_batch // n_proc
     num_batches = -(-len(source) // global_batch)

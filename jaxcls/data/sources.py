@@ -266,6 +266,12 @@ def create(config) -> Dataset:
         return Dataset(SyntheticSource(n, size, config.num_classes, 0),
                        SyntheticSource(max(n // 10, 1), size, config.num_classes, 1),
                        [str(i) for i in range(config.num_classes)])
+    if kind == "tfds" and arg and config.input.backend == "tf":
+        from jaxcls.data import tf_input  # here: tf_input imports this module
+
+        return tf_input.tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
+                                     config.tfds_train_split, config.tfds_eval_split,
+                                     config.input.shuffle_buffer)
     if kind == "tfds" and arg:
         return tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
                             config.tfds_train_split, config.tfds_eval_split, "image", "label")
