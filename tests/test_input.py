@@ -73,6 +73,23 @@ def test_crop_of_a_real_jpeg_equals_pil_crop_then_resize():
         np.testing.assert_array_equal(cached, np.asarray(ref))
 
 
+def test_crop_box_is_drawn_on_the_exif_oriented_image(tmp_path):
+    from PIL import ImageOps
+
+    arr = np.random.default_rng(0).integers(0, 256, (20, 48, 3), np.uint8)  # 48 wide, 20 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: 20 wide, 48 high
+    path = str(tmp_path / "rotated.jpg")
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+    upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    assert upright.size == (20, 48)
+    for seed in range(5):
+        (left, top, w, h), rng = _box_and_rng(seed, 20, 48)
+        out = images.decode(path, 12, random_crop=INCEPTION, rng=rng)
+        ref = upright.crop((left, top, left + w, top + h)).resize((12, 12), Image.BILINEAR)
+        np.testing.assert_array_equal(out, np.asarray(ref))
+
+
 @needs_cifar
 def test_draft_decoding_of_a_large_jpeg_stays_close_to_full_decoding(tmp_path):
     # A 500x375 photo-like JPEG; a crop resized to 32 px lets libjpeg decode at 1/2-1/8 scale.

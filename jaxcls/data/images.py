@@ -83,12 +83,6 @@ def _draft_size(box: tuple[int, int, int, int], full: tuple[int, int], size: int
     return (math.ceil(full[0] * size / box[2]), math.ceil(full[1] * size / box[3]))
 
 
-def _displayed_size(img: Image.Image) -> tuple[int, int]:
-    """Size after EXIF orientation (orientations 5-8 swap width and height)."""
-    w, h = img.size
-    return (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
-
-
 def decode(data: str | bytes | np.ndarray, size: int, crop_frac: float = 1.0,
            random_crop: RandomCrop | None = None, rng: np.random.Generator | None = None
            ) -> np.ndarray:
@@ -105,9 +99,11 @@ def decode(data: str | bytes | np.ndarray, size: int, crop_frac: float = 1.0,
             data = data[..., 0]
         return _geometry(to_rgb(Image.fromarray(data)), size, crop_frac, random_crop, rng)
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+        # EXIF orientations 5-8 swap width and height; most files have none (1).
+        orientation = img.getexif().get(0x0112, 1)
         box = None
         if random_crop is not None:
-            full = _displayed_size(img)
+            full = img.size[::-1] if orientation in (5, 6, 7, 8) else img.size
             box = random_resized_crop_box(*full, *random_crop, rng)
             want = _draft_size(box, full, size)
             if full != img.size:
@@ -117,7 +113,8 @@ def decode(data: str | bytes | np.ndarray, size: int, crop_frac: float = 1.0,
         if img.format == "JPEG":
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale when that still covers the target: fast.
             img.draft("RGB", want)
-        img = ImageOps.exif_transpose(img)
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
         img.load()
         img = to_rgb(img)
     if box is None:
