@@ -112,7 +112,7 @@ def decode(data: str | bytes | np.ndarray, size: int, crop_frac: float = 1.0,
                 want = want[::-1]
         else:
             want = (round(size / crop_frac),) * 2
-        if img.format == "JPEG":
+        if img.format == "JPEG" and min(img.size[0] // want[0], img.size[1] // want[1]) >= 2:
             # libjpeg decodes at 1/2, 1/4 or 1/8 scale when that still covers the target: fast.
             img.draft("RGB", want)
         if orientation != 1:
