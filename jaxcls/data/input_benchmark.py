@@ -62,7 +62,7 @@ def _pil_loop(paths: list[str], size: int, random_crop) -> Callable[[], None]:
         for p in paths:
             img = Image.open(p).convert("RGB")
             if random_crop is None:
-                images.resize_center_crop(img, size)
+                np.asarray(images.resize_center_crop(img, size))
             else:
                 left, top, w, h = images.random_resized_crop_box(*img.size, *random_crop, rng)
                 np.asarray(img.crop((left, top, left + w, top + h)).resize((size, size),
