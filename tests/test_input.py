@@ -186,6 +186,32 @@ def test_eval_geometry_unchanged_without_random_crop():
     assert sorted(seen) == sorted(2 * list(range(6)))  # each once in eval, once in train
 
 
+def test_input_config_errors_name_the_key():
+    import importlib.util
+
+    from jaxcls import train
+    from tests.conftest import tiny_config
+
+    cases = [({"backend": "torch"}, "config.input.backend='torch'"),
+             ({"shuffle_buffer": 0}, "config.input.shuffle_buffer=0"),
+             ({"backend": "tf"}, "is not tfds:NAME")]
+    for overrides, message in cases:
+        config = tiny_config()
+        config.input.update(overrides)
+        with pytest.raises(ValueError, match=message):
+            train.validate(config)
+    config = tiny_config()
+    with config.unlocked():
+        config.input.prefetch = 4
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['input.prefetch'\]"):
+        train.validate(config)
+    if importlib.util.find_spec("tensorflow") is None:
+        config = tiny_config(dataset="tfds:mnist")
+        config.input.backend = "tf"
+        with pytest.raises(ImportError, match="pip install"):
+            train.validate(config)
+
+
 # ---------------------------------------------------------------------------------------------
 # tf.data backend (runs where TensorFlow is installed)
 

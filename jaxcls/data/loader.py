@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from jaxcls import defaults
 from jaxcls.data import images, sources, tf_input
 
 BACKENDS = ("grain", "tf")
@@ -14,8 +15,6 @@ BACKENDS = ("grain", "tf")
 
 def check_input_config(config) -> None:
     """Fails at start on an unknown `config.input.*` key or a backend that cannot run."""
-    from jaxcls import defaults
-
     unknown = sorted(set(config.input.keys()) - set(defaults.get_config().input.keys()))
     if unknown:
         raise ValueError(f"unknown config key(s) {['input.' + k for k in unknown]}; valid keys "
