@@ -1,7 +1,8 @@
 """Datasets by spec: `digits`, `folder:PATH`, `tfds:NAME`, `synthetic`.
 
 Every source is random access (len + getitem, as grain wants) and yields one example as
-`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`. An unreadable image
+`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`; `record(i)` is the
+same example undecoded (a path or an array), for the loader to decode with a random crop. An unreadable image
 comes back with `bad=True` and a zero image, so a corrupt file in hour 20 costs one masked slot
 in a batch, not the run.
 """
