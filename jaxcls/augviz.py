@@ -8,8 +8,8 @@ Row i: training example i as the host decodes it, then its views after the train
 partners are the neighbouring rows), de-normalised for display. From a notebook:
 `augviz.grid(config, n, views, seed)` returns the image as a uint8 array.
 
-The host's random_resized_crop (done by the data loader at decode time) is not drawn here: the
-views show the device ops on the decoded images.
+With a leading random_resized_crop, each view first gets its own crop of the original file,
+made by the loader's own decode function (`sources.decode`) with a per-view generator.
 """
 
 import jax
@@ -37,9 +37,6 @@ def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, 
     """(originals uint8 [n, S, S, 3], views uint8 [n, views, S, S, 3]) of n training images."""
     train.validate(config)
     pipeline = augment.from_config(config)
-    if pipeline.host_crop is not None:
-        logging.info("random_resized_crop runs in the host loader and is not shown; the views "
-                     "show the device ops on the decoded images")
     config = config.copy_and_resolve_references()
     config.cache_max_gib = 0.0  # decode only the n images shown
     dataset = sources.create(config)
@@ -59,8 +56,14 @@ def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, 
         mean = jnp.asarray(pipeline.mean) * 255.0
         return jnp.clip(jnp.round(images * std + mean), 0, 255).astype(jnp.uint8)
 
+    decoded = [originals] * views
+    if pipeline.host_crop is not None:  # the loader's random resized crop, a new box per view
+        decoded = [np.stack([
+            sources.decode(dataset.train.record(int(i)), config.image_size, 1.0,
+                           pipeline.host_crop, np.random.default_rng((seed, step, int(i))))["image"]
+            for i in chosen]) for step in range(views)]
     _, step_rng = train.seed_rngs(config.seed)
-    out = [view(steps.step_rngs(step_rng, step)[0], jnp.asarray(originals))
+    out = [view(steps.step_rngs(step_rng, step)[0], jnp.asarray(decoded[step]))
            for step in range(views)]
     return originals, np.stack([np.asarray(v) for v in out], axis=1)
 

@@ -1,6 +1,7 @@
 """Speed of a config: compiled train step alone vs the real training loop. One JSON line.
 
     python -m jaxcls.benchmark --config=configs/cifar10_resnet18.py [--config.k=v ...]
+    python -m jaxcls.benchmark --input_only   # host input pipeline alone, see input_benchmark
 
 - compiled step: the jitted train step on `synthetic` data already on device (median of
   --steps after --warmup), its compile time, and FLOPs from XLA's cost analysis;
@@ -26,7 +27,13 @@ flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_integer("loop_steps", 30, "Steps of the full loop after its first log interval.")
 flags.DEFINE_integer("log_every", 10, "Log interval of the full loop (its timing granularity).")
-flags.mark_flags_as_required(["config"])
+flags.DEFINE_bool("input_only", False, "Only the host input pipeline: jaxcls.data."
+                  "input_benchmark (grain vs a PIL loop vs tf.data); needs no --config.")
+flags.DEFINE_string("input_data", "../shared/data/cifar10", "--input_only: CIFAR-10 JPEG folder.")
+flags.DEFINE_string("input_big", "runs/big_jpegs", "--input_only: folder for the 500x375 JPEGs "
+                    "(written on first use).")
+flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
+flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
 
 # Peak dense bf16 FLOP/s per chip, from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -113,6 +120,14 @@ def main(argv):
     del argv
     writers.quiet_libraries()
     f = flags.FLAGS
+    if f.input_only:
+        from jaxcls.data import input_benchmark
+
+        print(json.dumps(input_benchmark.run(f.input_data, f.input_big, f.input_images,
+                                             f.input_threads)), flush=True)
+        return
+    if f.config is None:
+        raise app.UsageError("--config is required (or --input_only)")
     print(json.dumps(run(f.config, f.steps, f.warmup, f.loop_steps, f.log_every)), flush=True)
 
 

@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.cache_max_gib = 4.0  # folder: decode into RAM once when it fits in this many GiB; 0: stream
     c.num_workers = 0  # grain worker processes that decode files (0: threads in this process)
     c.num_threads = 4  # grain reader threads per process
+    c.input = ml_collections.ConfigDict()  # host input pipeline (nested keys below)
+    c.input.backend = "grain"  # grain (no TensorFlow) | tf: tf.data over TFDS TFRecord files
+    c.input.shuffle_buffer = 10_000  # tf backend: examples in tf.data's shuffle buffer
 
     # --- device-side augmentation (inside the jitted step) -----------------------------------
     c.augment = "crop(4)|flip"  # ops "|"-separated, in order (jaxcls/data/augment.py); "": none

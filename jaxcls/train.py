@@ -28,6 +28,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if required:
         raise ValueError(f"this recipe leaves config.{required[0]} to the command line: pass "
                          f"--config.{required[0]}=...")
+    loader.check_input_config(config)
     if config.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     per_step = jax.device_count() * config.grad_accum_steps
@@ -204,7 +205,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  jax.device_count())
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
-                                       config.seed, config.num_workers, config.num_threads)
+                                       config.seed, config.num_workers, config.num_threads,
+                                       random_crop=augment.from_config(config).host_crop)
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
     start_step = ckpt.latest_step() or 0
     if start_step:

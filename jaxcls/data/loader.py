@@ -1,22 +1,85 @@
 """Host input pipeline on grain: per-process shards of uint8 batches, and global device arrays."""
 
+import functools
+
 import grain
 import jax
 import numpy as np
+from absl import flags
+
+from jaxcls import defaults
+from jaxcls.data import images, sources, tf_input
+
+BACKENDS = ("grain", "tf")
+
+
+def check_input_config(config) -> None:
+    """Fails at start on an unknown `config.input.*` key or a backend that cannot run."""
+    unknown = sorted(set(config.input.keys()) - set(defaults.get_config().input.keys()))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {['input.' + k for k in unknown]}; valid keys "
+                         f"are listed in jaxcls/defaults.py")
+    if config.input.backend not in BACKENDS:
+        raise ValueError(f"config.input.backend={config.input.backend!r}: use one of {BACKENDS}")
+    if config.input.shuffle_buffer <= 0:
+        raise ValueError(f"config.input.shuffle_buffer={config.input.shuffle_buffer} must be "
+                         f"positive")
+    if config.input.backend == "tf":
+        if not config.dataset.startswith("tfds:"):
+            raise ValueError(f"config.input.backend='tf' reads TFDS datasets; config.dataset="
+                             f"{config.dataset!r} is not tfds:NAME (use backend 'grain')")
+        tf_input.require_tensorflow()
 
 
 def _read_options(num_threads: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(num_threads, 2))
 
 
+class _Records:
+    """`source` as undecoded records, so decoding (and cropping) happens in a map after them."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.source.record(i)
+
+
+def _decode_cropped(record: dict, rng: np.random.Generator, size: int,
+                    random_crop: images.RandomCrop) -> dict:
+    return sources.decode(record, size, 1.0, random_crop, rng)
+
+
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
-                   num_threads: int = 4) -> grain.DatasetIterator:
-    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state."""
-    ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
+                   num_threads: int = 4, random_crop: images.RandomCrop | None = None
+                   ) -> grain.DatasetIterator:
+    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state.
+
+    `random_crop=(scale, ratio)`: each image is an Inception-style random resized crop of the
+    original, made while decoding; None: the eval geometry (resize, centre crop). Crops are
+    drawn from grain's per-element generator (seed, position in the endless stream): the same
+    for any number of workers or threads, new every epoch, and restored with the iterator state.
+    A `tf_input.TfdsSplit` source goes through tf.data instead (`config.input.backend="tf"`).
+    """
+    if isinstance(source, tf_input.TfdsSplit):
+        return tf_input.train_iterator(source, local_batch, seed, num_threads, random_crop)
+    if random_crop is None:
+        ds = grain.MapDataset.source(source)
+    else:
+        ds = grain.MapDataset.source(_Records(source))
+    ds = ds[jax.process_index()::jax.process_count()]
     ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat draws a new order per epoch
+    if random_crop is not None:
+        ds = ds.random_map(functools.partial(_decode_cropped, size=source.size,
+                                             random_crop=random_crop))
     ds = ds.batch(local_batch, drop_remainder=True)
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a notebook never parsed them
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(it)
 
@@ -47,6 +110,8 @@ def eval_batches(source, global_batch: int, num_threads: int = 4):
     Every process gets the same number of batches (ceil(N / global_batch)), so collective eval
     steps line up across hosts; the tail is padded, never dropped.
     """
+    if isinstance(source, tf_input.TfdsSplit):
+        return tf_input.eval_batches(source, global_batch, num_threads)
     p, n_proc = jax.process_index(), jax.process_count()
     local_batch = global_batch // n_proc
     num_batches = -(-len(source) // global_batch)

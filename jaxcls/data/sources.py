@@ -1,9 +1,10 @@
 """Datasets by spec: `digits`, `folder:PATH`, `tfds:NAME`, `synthetic`.
 
 Every source is random access (len + getitem, as grain wants) and yields one example as
-`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`. An unreadable image
-comes back with `bad=True` and a zero image, so a corrupt file in hour 20 costs one masked slot
-in a batch, not the run.
+`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`; `record(i)` is the
+same example undecoded (a path or an array), for the loader to decode with a random crop. An
+unreadable image comes back with `bad=True` and a zero image, so a corrupt file in hour 20
+costs one masked slot in a batch, not the run.
 """
 
 import dataclasses
@@ -22,24 +23,49 @@ def example(image: np.ndarray, label: int, index: int, bad: bool = False) -> dic
             "index": np.int32(index)}
 
 
-class ArraySource:
+def decode(record: dict, size: int, crop_frac: float = 1.0,
+           random_crop: images.RandomCrop | None = None,
+           rng: np.random.Generator | None = None) -> dict:
+    """An undecoded record (`source.record(i)`) -> an example; eval geometry, or a random
+    resized crop drawn from `rng` when `random_crop` = (scale, ratio) is given."""
+    try:
+        image = images.decode(record["data"], size, crop_frac, random_crop, rng)
+    except Exception:  # PIL raises many types on corrupt input; all mean "skip this file"
+        return example(np.zeros((size, size, 3), np.uint8), record["label"], record["index"],
+                       True)
+    return example(image, record["label"], record["index"])
+
+
+class _Source:
+    """Random access for grain: `record(i)` is the undecoded example {"data": path, encoded
+    bytes or array, "label", "index"}; `source[i]` decodes it at the eval geometry."""
+
+    size: int
+    crop_frac: float = 1.0
+
+    def __getitem__(self, i: int) -> dict:
+        return decode(self.record(i), self.size, self.crop_frac)
+
+
+class ArraySource(_Source):
     """Images already decoded in memory: uint8 [N, S, S, 3] and int labels [N]."""
 
     def __init__(self, images_: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None):
         self.images, self.labels = images_, np.asarray(labels, np.int32)
         self.names = names
+        self.size = images_.shape[1]
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> dict:
-        return example(self.images[i], self.labels[i], i)
+    def record(self, i: int) -> dict:
+        return {"data": self.images[i], "label": self.labels[i], "index": i}
 
     def name(self, i: int) -> str:
         return self.names[i] if self.names is not None else f"example {i}"
 
 
-class FileSource:
+class FileSource(_Source):
     """Image files decoded on access (by grain's workers when streaming)."""
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], size: int, crop_frac: float):
@@ -49,18 +75,14 @@ class FileSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict:
-        try:
-            image = images.load_image(self.paths[i], self.size, self.crop_frac)
-        except Exception:  # PIL raises many types on corrupt input; all mean "skip this file"
-            return example(np.zeros((self.size, self.size, 3), np.uint8), self.labels[i], i, True)
-        return example(image, self.labels[i], i)
+    def record(self, i: int) -> dict:
+        return {"data": self.paths[i], "label": self.labels[i], "index": i}
 
     def name(self, i: int) -> str:
         return self.paths[i]
 
 
-class TfdsSource:
+class TfdsSource(_Source):
     """A `tfds.data_source` split (array_record, no TensorFlow), resized to the config's size."""
 
     def __init__(self, source, size: int, crop_frac: float, image_key: str, label_key: str):
@@ -70,32 +92,32 @@ class TfdsSource:
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> dict:
-        record = self.source[i]
+    def record(self, i: int) -> dict:
         try:
-            image = images.array_to_image(np.asarray(record[self.image_key]), self.size,
-                                          self.crop_frac)
-        except Exception:
-            return example(np.zeros((self.size, self.size, 3), np.uint8), 0, i, True)
-        return example(image, int(record[self.label_key]), i)
+            record = self.source[i]
+            return {"data": np.asarray(record[self.image_key]),
+                    "label": int(record[self.label_key]), "index": i}
+        except Exception:  # a corrupt record: decode() turns the None into a bad example
+            return {"data": None, "label": 0, "index": i}
 
     def name(self, i: int) -> str:
         return f"record {i}"
 
 
-class SyntheticSource:
+class SyntheticSource(_Source):
     """Random pixels and labels (for benchmarks): a small fixed pool, so the host costs nothing."""
 
     def __init__(self, length: int, size: int, num_classes: int, seed: int = 0, pool: int = 64):
         rng = np.random.default_rng(seed)
         self.pool = rng.integers(0, 256, (pool, size, size, 3), dtype=np.uint8)
         self.labels = rng.integers(0, num_classes, length).astype(np.int32)
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> dict:
-        return example(self.pool[i % len(self.pool)], self.labels[i], i)
+    def record(self, i: int) -> dict:
+        return {"data": self.pool[i % len(self.pool)], "label": self.labels[i], "index": i}
 
     def name(self, i: int) -> str:
         return f"synthetic {i}"
@@ -124,7 +146,7 @@ def digits(size: int, test_fraction: float, seed: int) -> Dataset:
 
     data = load_digits()
     pixels = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
-    upsampled = np.stack([images.array_to_image(p, size) for p in pixels])
+    upsampled = np.stack([images.decode(p, size) for p in pixels])
     idx_train, idx_test = train_test_split(np.arange(len(pixels)), test_size=test_fraction,
                                            stratify=data.target, random_state=seed)
     return Dataset(ArraySource(upsampled[idx_train], data.target[idx_train]),
@@ -245,6 +267,12 @@ def create(config) -> Dataset:
         return Dataset(SyntheticSource(n, size, config.num_classes, 0),
                        SyntheticSource(max(n // 10, 1), size, config.num_classes, 1),
                        [str(i) for i in range(config.num_classes)])
+    if kind == "tfds" and arg and config.input.backend == "tf":
+        from jaxcls.data import tf_input  # here: tf_input imports this module
+
+        return tf_input.tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
+                                     config.tfds_train_split, config.tfds_eval_split,
+                                     config.input.shuffle_buffer)
     if kind == "tfds" and arg:
         return tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
                             config.tfds_train_split, config.tfds_eval_split, "image", "label")
