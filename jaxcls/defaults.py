@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.image_size = 32  # images reach the model as image_size x image_size RGB
     c.crop_frac = 1.0  # host resize: shorter side to image_size / crop_frac, then center crop
     c.holdout_fraction = 0.2  # digits, or a folder without test/ or val/: stratified hold-out
+    c.val_fraction = 0.0  # stratified slice of train never trained on, for calibration (0: none)
     c.num_classes = 10  # classes of `synthetic` (other datasets know their own)
     c.synthetic_examples = 10_000  # size of the `synthetic` train split
     c.cache_max_gib = 4.0  # folder: decode into RAM once when it fits in this many GiB; 0: stream

@@ -47,6 +47,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.init_layout={config.init_layout!r}: use one of {layouts}")
     if config.init_from and not os.path.exists(config.init_from):
         raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise ValueError(f"config.val_fraction={config.val_fraction} must be in [0, 1)")
     if config.num_steps is None and config.num_epochs is None:
         raise ValueError("set config.num_epochs or config.num_steps")
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
@@ -166,6 +168,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- data ------------------------------------------------------------------------------
     dataset = sources.create(config)
+    if jax.process_index() == 0:  # for prediction without the dataset at hand
+        with open(os.path.join(workdir, "class_names.json"), "w") as f:
+            json.dump(dataset.class_names, f)
     steps_per_epoch = max(len(dataset.train) // config.batch_size, 1)
     total_steps = optim.resolve_steps(config, "num", steps_per_epoch)
     eval_every = optim.resolve_steps(config, "eval_every", steps_per_epoch)

@@ -107,6 +107,7 @@ class Dataset:
     eval: object
     class_names: list[str]
     skipped: list[str] = dataclasses.field(default_factory=list)  # files dropped while caching
+    val: object = None  # config.val_fraction of train, never trained on (None: none)
 
     @property
     def num_classes(self) -> int:
@@ -234,7 +235,7 @@ def tfds_dataset(name: str, data_dir: str | None, size: int, crop_frac: float, t
 # ---------------------------------------------------------------------------------------------
 
 
-def create(config) -> Dataset:
+def _create(config) -> Dataset:
     """The dataset that `config.dataset` names, decoded small datasets held in memory."""
     spec, size = config.dataset, config.image_size
     kind, _, arg = spec.partition(":")
@@ -263,3 +264,56 @@ def create(config) -> Dataset:
         return ds
     raise ValueError(f"config.dataset={spec!r} is not one of: digits, folder:PATH, tfds:NAME, "
                      "synthetic")
+
+
+def create(config) -> Dataset:
+    """The dataset `config.dataset` names; `config.val_fraction` of train split off as `val`."""
+    ds = _create(config)
+    if config.val_fraction > 0:
+        ds.train, ds.val = split_off(ds.train, config.val_fraction, config.seed)
+    return ds
+
+
+class _Subset:
+    """`source` at `indices`, renumbered 0..len-1 (index and name follow the new numbering)."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.source, self.indices = source, indices
+        if hasattr(source, "labels"):
+            self.labels = source.labels[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.source[int(self.indices[i])], "index": np.int32(i)}
+
+    def name(self, i: int) -> str:
+        return self.source.name(int(self.indices[i]))
+
+
+def subset(source, indices: np.ndarray):
+    """The examples of `source` at `indices`, as a source of the same kind where possible."""
+    if isinstance(source, ArraySource):
+        names = None if source.names is None else [source.names[i] for i in indices]
+        return ArraySource(source.images[indices], source.labels[indices], names)
+    if isinstance(source, FileSource):
+        return FileSource([source.paths[i] for i in indices], source.labels[indices],
+                          source.size, source.crop_frac)
+    return _Subset(source, indices)
+
+
+def split_off(source, fraction: float, seed: int) -> tuple[object, object]:
+    """(rest, held): a seeded `fraction` of `source` held out, stratified by class when the
+    source knows its labels without decoding (arrays, folders, synthetic)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = getattr(source, "labels", None)
+    stratify = labels if labels is not None and np.ndim(labels) == 1 else None
+    try:
+        rest, held = train_test_split(np.arange(len(source)), test_size=fraction,
+                                      stratify=stratify, random_state=seed)
+    except ValueError as e:
+        raise ValueError(f"config.val_fraction={fraction} cannot split {len(source)} training "
+                         f"examples: {e}") from None
+    return subset(source, np.sort(rest)), subset(source, np.sort(held))
