@@ -40,7 +40,8 @@ def gather(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arra
 def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
     """`m` plus the step's global gradient norm."""
     fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)}
-    return TrainMetrics(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
+    cls = MultilabelTrainMetrics if isinstance(m, MultilabelMetrics) else TrainMetrics
+    return cls(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
 
 
 def to_host(collection: Metrics) -> dict[str, float]:
@@ -173,4 +174,102 @@ def offline(labels: np.ndarray, probs: np.ndarray, class_names: list[str],
                               for n, a in zip(class_names, auc, strict=True)},
         "confusion_matrix": cm.tolist(),
     })
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-label: one sigmoid per class, multi-hot float labels [N, C]. A label is predicted when
+# its logit is >= 0 (probability >= 0.5) unless per-label thresholds say otherwise. `accuracy`
+# is the fraction of all (example, label) decisions that are right (Hamming accuracy), so the
+# eval lines keep their `accuracy`; `exact_match` counts examples with every label right.
+
+
+@flax.struct.dataclass
+class MultilabelMetrics(metrics.Collection):
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Average.from_output("label_accuracy")
+    exact_match: metrics.Average.from_output("exact_match")
+
+
+@flax.struct.dataclass
+class MultilabelTrainMetrics(MultilabelMetrics):
+    grad_norm: metrics.Average.from_output("grad_norm")
+
+
+@flax.struct.dataclass
+class MeanAveragePrecision(metrics.CollectingMetric.from_outputs(("scores", "labels", "mask"))):
+    """Collects scores on the host; computes the mean of average precision over the labels
+    that have positive examples."""
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [N, C], labels [N, C]) of the real examples collected (padding dropped)."""
+        v = super().compute()
+        keep = v["mask"] > 0
+        return v["scores"][keep], v["labels"][keep]
+
+    def compute(self) -> float:
+        return float(np.nanmean(average_precision(*self.arrays())))
+
+
+@flax.struct.dataclass
+class MultilabelEvalMetrics(metrics.Collection):  # clu builds collections from their own fields
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Average.from_output("label_accuracy")
+    exact_match: metrics.Average.from_output("exact_match")
+    mAP: MeanAveragePrecision  # noqa: N815 (the name everyone reads in metrics.jsonl)
+
+
+def gather_multilabel(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                      collect: bool = False) -> MultilabelMetrics:
+    """Per-example loss, logits [N, C] and multi-hot labels [N, C] -> a collection counting only
+    mask == 1 examples; with `collect`, also the scores for mAP (eval only: they go to the host)."""
+    right = (logits >= 0) == (labels >= 0.5)
+    outputs = dict(loss=loss, label_accuracy=jnp.mean(right, axis=-1),
+                   exact_match=jnp.all(right, axis=-1).astype(jnp.float32), mask=mask)
+    if collect:
+        return MultilabelEvalMetrics.single_from_model_output(
+            scores=jax.nn.sigmoid(logits.astype(jnp.float32)), labels=labels, **outputs)
+    return MultilabelMetrics.single_from_model_output(**outputs)
+
+
+def _ranked(scores: np.ndarray, positives: np.ndarray):
+    """Distinct scores from high to low with true and false positives when predicting every
+    example scoring >= each of them."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], positives[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(y)[last_of_tie]
+    return s[last_of_tie], tp, last_of_tie + 1 - tp
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per label [C]: sum over thresholds of (recall step) x precision, tied scores as one
+    threshold; NaN for a label without positive examples."""
+    out = np.full(scores.shape[1], np.nan)
+    for c in range(scores.shape[1]):
+        y = labels[:, c] >= 0.5
+        if y.any():
+            _, tp, fp = _ranked(scores[:, c], y)
+            out[c] = np.sum(np.diff(tp, prepend=0) / y.sum() * tp / (tp + fp))
+    return out
+
+
+def f1_per_label(scores: np.ndarray, labels: np.ndarray, thresholds) -> np.ndarray:
+    """Per label [C]: F1 of predicting score >= threshold (0 where there is nothing to find
+    and nothing predicted)."""
+    pred, y = scores >= np.asarray(thresholds), labels >= 0.5
+    tp = (pred & y).sum(0)
+    denominator = pred.sum(0) + y.sum(0)
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def fit_thresholds(scores: np.ndarray, labels: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per label [C]: the score threshold with the highest F1 on (scores, labels); `default`
+    for a label without positive examples (there is no F1 to maximise)."""
+    out = np.full(scores.shape[1], default, np.float64)
+    for c in range(scores.shape[1]):
+        y = labels[:, c] >= 0.5
+        if y.any():
+            s, tp, fp = _ranked(scores[:, c], y)
+            out[c] = s[np.argmax(2 * tp / (tp + fp + y.sum()))]
     return out

@@ -42,6 +42,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict):
     """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask."""
     k = config.grad_accum_steps
+    loss = losses.make_loss(config)
+    gather = metrics.gather_multilabel if config.task == "multilabel" else metrics.gather
 
     def loss_and_grads(params, batch_stats, micro, rng):
         augment_rng, dropout_rng = jax.random.split(rng)
@@ -57,13 +59,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_rng})
-            per_example = losses.softmax_cross_entropy(logits, micro["label"],
-                                                       config.label_smoothing)
+            per_example = loss(logits, micro["label"])
             return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
 
         (_, (logits, per_example, updates)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(params)
-        m = metrics.gather(per_example, logits, micro["label"], micro["mask"])
+        m = gather(per_example, logits, micro["label"], micro["mask"])
         return grads, updates.get("batch_stats", batch_stats), m
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -106,12 +107,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
-    """eval_step(state, batch) -> Metrics, with running BatchNorm statistics."""
+    """eval_step(state, batch) -> Metrics, with running BatchNorm statistics. The eval loss is
+    the plain cross-entropy (binary per label for multilabel, mean over labels), whatever the
+    training loss, so that runs stay comparable."""
 
     def eval_step(state: TrainState, batch: dict) -> metrics.Metrics:
         images = augment.normalize(batch["image"], config.mean, config.std, _dtype(config))
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                              train=False)
+        if config.task == "multilabel":
+            loss = jnp.mean(losses.sigmoid_focal_terms(logits, batch["label"]), axis=-1)
+            return metrics.gather_multilabel(loss, logits, batch["label"], batch["mask"],
+                                             collect=True)
         loss = losses.softmax_cross_entropy(logits, batch["label"])
         return metrics.gather(loss, logits, batch["label"], batch["mask"])
 

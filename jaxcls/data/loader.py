@@ -1,5 +1,7 @@
 """Host input pipeline on grain: per-process shards of uint8 batches, and global device arrays."""
 
+import sys
+
 import grain
 import jax
 import numpy as np
@@ -9,11 +11,41 @@ def _read_options(num_threads: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(num_threads, 2))
 
 
+class _ClassBalanced(grain.MapDataset):
+    """Endless draws from `parent`: position k picks a class uniformly, then one of its examples
+    uniformly, with a generator seeded by (seed, process, k). A pure function of the position, so a
+    restored iterator replays the same draws, and workers need no shared state."""
+
+    def __init__(self, parent: grain.MapDataset, labels: np.ndarray, seed: tuple[int, int]):
+        super().__init__(parent)
+        self._members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        self._seed = seed
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        rng = np.random.default_rng((*self._seed, index))
+        members = self._members[rng.integers(len(self._members))]
+        return self._parent[int(members[rng.integers(len(members))])]
+
+
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
-                   num_threads: int = 4) -> grain.DatasetIterator:
-    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state."""
-    ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
-    ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat draws a new order per epoch
+                   num_threads: int = 4, class_balanced: bool = False) -> grain.DatasetIterator:
+    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state.
+    With `class_balanced`, every class is drawn equally often (examples with replacement)."""
+    shard = slice(jax.process_index(), None, jax.process_count())
+    ds = grain.MapDataset.source(source)[shard]
+    if class_balanced:
+        labels = getattr(source, "labels", None)
+        if labels is None or np.ndim(labels) != 1:
+            raise ValueError("config.class_balanced_sampler needs int class labels listed up "
+                             f"front, which {type(source).__name__} does not have")
+        ds = _ClassBalanced(ds, np.asarray(labels)[shard], (seed, jax.process_index()))
+    else:
+        ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat: a new order per epoch
     ds = ds.batch(local_batch, drop_remainder=True)
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:
