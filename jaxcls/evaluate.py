@@ -78,6 +78,13 @@ class Run:
     step_dir: str
     model: object
     variables: dict  # params and batch_stats, on this process's first device
+    _predict_fns: dict = dataclasses.field(default_factory=dict)
+
+    def predict_fn(self, tta_spec: str = ""):
+        """make_predict_fn(self, tta_spec), compiled once per shape for this run."""
+        if tta_spec not in self._predict_fns:
+            self._predict_fns[tta_spec] = make_predict_fn(self, tta_spec)
+        return self._predict_fns[tta_spec]
 
 
 def class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -149,7 +156,7 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
     in source order, from all processes' shards (eval padding and unreadable files dropped)."""
     mesh = sharding.make_mesh()
     batch_sharding = sharding.batch_sharding(mesh)
-    predict = make_predict_fn(run, tta_spec, mesh)
+    predict = run.predict_fn(tta_spec)
     variables = jax.device_put(run.variables, sharding.replicated(mesh))
     batch_size = global_batch_size(run.config)
     num_batches = -(-len(source) // batch_size)

@@ -150,8 +150,8 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, num_bins: 
 
 
 def offline(labels: np.ndarray, probs: np.ndarray, class_names: list[str],
-            top_k: tuple[int, ...] = (1, 5)) -> dict:
-    """Every offline metric of one evaluation as a JSON-ready dict."""
+            top_k: tuple[int, ...] = (5,)) -> dict:
+    """Every offline metric of one evaluation as a JSON-ready dict (`accuracy` is top-1)."""
     num_classes = probs.shape[1]
     cm = confusion_matrix(labels, probs.argmax(axis=1), num_classes)
     auc = roc_auc_ovr(labels, probs)

@@ -62,7 +62,7 @@ class Predictor:
         self.class_names = self.runs[0].class_names
         self.batch_size = max(evaluate.global_batch_size(r.config) for r in self.runs)
         mesh = sharding.make_mesh()
-        self.fns = [evaluate.make_predict_fn(r, tta_spec, mesh) for r in self.runs]
+        self.fns = [r.predict_fn(tta_spec) for r in self.runs]
         self.variables = [jax.device_put(r.variables, sharding.replicated(mesh))
                           for r in self.runs]
         self.temperatures = []

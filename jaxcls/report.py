@@ -133,6 +133,10 @@ def _img_tag(path: str, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
+def _section(title: str, png: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{_img_tag(png, title)}</section>"
+
+
 def _table(header: list[str], rows: list[list], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
@@ -149,7 +153,8 @@ def _fmt(v) -> str:
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}
-.warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em}"""
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em}
+.row{display:grid;grid-template-columns:1fr 1fr;gap:1.5em;align-items:start}"""
 
 
 def write(out_dir: str, result: dict, labels: np.ndarray, probs: np.ndarray,
@@ -205,7 +210,8 @@ test-time augmentation: {html.escape(result["tta"] or "none")}.</p>
 <h2>Calibration</h2>
 <p>Temperature {cal["temperature"]:.4f}, fitted on {html.escape(cal["fitted_on"])}
 ({cal["fit_examples"]} examples).</p>{warn}{calib}
-{"".join(f"<h2>{html.escape(t)}</h2>{_img_tag(p, t)}" for t, p in figures)}
+<div class="row">{"".join(_section(t, p) for t, p in figures[:2])}</div>
+{"".join(_section(t, p) for t, p in figures[2:])}
 <h2>Most confused pairs</h2>{confused}
 <h2>Classification report</h2>{per_class}
 </body></html>

@@ -136,7 +136,7 @@ def test_tta_averages_the_views_probabilities(run):
     workdir, config, _, _ = run
     run_ = evaluate.load_run(workdir)
     images = sources.create(config).eval.images[:16]
-    got = np.exp(np.asarray(evaluate.make_predict_fn(run_, "flip")(run_.variables, images)))
+    got = np.exp(np.asarray(run_.predict_fn("flip")(run_.variables, images)))
 
     def probs(x):
         x = augment.normalize(x, config.mean, config.std)
