@@ -112,6 +112,9 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.focal_gamma={config.focal_gamma} must be >= 0")
     if config.focal_alpha > 1:
         raise ValueError(f"config.focal_alpha={config.focal_alpha} must be <= 1 (< 0: off)")
+    if config.focal_alpha >= 0 and (config.task, config.loss) != ("multilabel", "focal"):
+        raise ValueError("config.focal_alpha weighs positives of task='multilabel' with "
+                         "loss='focal'; for multiclass, weight classes with class_weights")
     if config.class_weights.strip() != "balanced":
         parse_class_weights(config.class_weights)
     if config.class_balanced_sampler and config.task == "multilabel":

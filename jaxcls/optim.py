@@ -229,7 +229,9 @@ def plateau_scale(opt_state) -> float:
 
 
 def set_plateau_scale(opt_state, scale: float):
-    """`opt_state` with its plateau scale set to `scale`, placed as the old one was."""
+    """`opt_state` with its plateau scale set to `scale`, placed as the old one was (every
+    process passes the same value, so this works across hosts too)."""
     return jax.tree.map(
-        lambda s: PlateauScale(jax.device_put(np.float32(scale), s.scale.sharding))
+        lambda s: PlateauScale(jax.make_array_from_callback(
+            (), s.scale.sharding, lambda _: np.float32(scale)))
         if _is_plateau(s) else s, opt_state, is_leaf=_is_plateau)

@@ -283,6 +283,7 @@ def test_plateau_and_early_stopping_in_a_run_survive_resume(workdir):
     (dict(task="binary"), "config.task"),
     (dict(loss="hinge"), "config.loss"),
     (dict(class_weights="1,x"), "config.class_weights"),
+    (dict(loss="focal", focal_alpha=0.25), "config.focal_alpha"),
     (dict(early_stopping_metric="mAP", eval_every_steps=5), "config.early_stopping_metric"),
     (dict(early_stopping_metric="loss"), "eval_every"),
     (dict(schedule="plateau", plateau_factor=1.5, eval_every_steps=5), "config.plateau_factor"),
