@@ -265,6 +265,8 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
         raise ValueError(f"--split={split!r}: use test, val or train")
     runs = [load_run(w, which, ema) for w in workdirs]
     check_same_classes(runs)
+    for run in runs:  # a bad TTA spec fails before any data is read
+        tta.parse(tta_spec, run.config.crop_frac)
     names = runs[0].class_names
     datasets = [sources.create(_streaming(r.config)) for r in runs]
     log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)

@@ -131,10 +131,12 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("give image files or folders to predict")
     predicted = 0
-    for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema,
-                     progress=sys.stderr.isatty() or not f.json):
+    bar = sys.stderr.isatty()  # a progress bar on a terminal, nothing in logs
+    for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema, progress=bar):
         if "error" in r:
-            print(f"skipping {r['path']}: not a readable image ({r['error']})", file=sys.stderr)
+            print(("\r\033[K" if bar else "")  # clears the bar's line first
+                  + f"skipping {r['path']}: not a readable image ({r['error']})",
+                  file=sys.stderr)
         elif f.json:
             print(json.dumps({"path": r["path"], "top_k": [{"label": n, "probability": p}
                                                           for n, p in r["top_k"]]}))
