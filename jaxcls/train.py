@@ -97,10 +97,10 @@ def _eval_rows(metrics_path: str) -> list[dict]:
         return [row for line in f if (row := json.loads(line)).get("split") == "eval"]
 
 
-def _best_eval(evals: list[dict]) -> tuple[float, int | None]:
-    """Best eval accuracy (and its step) in these eval lines."""
+def _best_eval(metrics_path: str) -> tuple[float, int | None]:
+    """Best eval accuracy (and its step) logged so far: a resumed run keeps counting from it."""
     best = (-1.0, None)
-    for row in evals:
+    for row in _eval_rows(metrics_path):
         if row["accuracy"] > best[0]:
             best = (row["accuracy"], row["step"])
     return best
@@ -298,7 +298,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
     evals = _eval_rows(os.path.join(workdir, "metrics.jsonl"))
-    best_accuracy, best_step = _best_eval(evals)
+    best_accuracy, best_step = _best_eval(os.path.join(workdir, "metrics.jsonl"))
     lr_scale = optim.plateau_scale(state.opt_state)  # schedule='plateau' cuts so far, else 1
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
