@@ -3,7 +3,8 @@
     python -m jaxcls.explain --workdir=W IMAGE_OR_DIR ... --method=gradcam --out=DIR \
         [--layer=stage4_block2] [--class=3] [--checkpoint=last|best|STEP]
 
-For each image, DIR/<name>_<method>.png is the image as the model saw it (the run's eval
+For each image (<name>: its path below the images' common folder, e.g. cat_0001),
+DIR/<name>_<method>.png is the image as the model saw it (the run's eval
 preprocessing) with the heat map blended over it, and DIR/<name>_<method>.npy the map itself at
 its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the patch grid
 (rollout) or pixels (integrated gradients: attribution summed over the colour channels).
@@ -210,11 +211,15 @@ def make_explainer(model: nn.Module, method: str, layer: str | None = None, step
     return jax.jit(explain)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, size: int = 0
+            ) -> np.ndarray:
     """uint8 [H, W, 3] image with `heat` [h, w] (resized bilinearly, |heat| scaled to [0, 1] by
-    its maximum) blended over it in matplotlib's 'jet' colours, `alpha` the map's opacity."""
+    its maximum) blended over it in matplotlib's 'jet' colours, `alpha` the map's opacity; with
+    `size` > H, both enlarged to size x size first (bicubic), so small images stay legible."""
     from matplotlib import colormaps
 
+    if size > image.shape[0]:
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
     h, w = image.shape[:2]
     heat = np.abs(np.asarray(heat, np.float32))
     resized = np.asarray(Image.fromarray(heat, mode="F").resize((w, h), Image.BILINEAR))
@@ -240,12 +245,19 @@ def image_paths(args: Sequence[str]) -> list[str]:
             raise FileNotFoundError(f"image {arg!r} does not exist")
     if not paths:
         raise ValueError(f"no image files in {list(args)}")
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    clashes = sorted({p for p, s in zip(paths, stems, strict=True) if stems.count(s) > 1})
+    names = output_names(paths)
+    clashes = sorted({p for p, n in zip(paths, names, strict=True) if names.count(n) > 1})
     if clashes:
-        raise ValueError(f"images with the same name would overwrite each other's outputs: "
-                         f"{clashes}")
+        raise ValueError(f"images whose outputs would overwrite each other: {clashes}")
     return paths
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+    """Each path relative to the paths' common folder, without extension, folders joined by
+    '_': .../test/cat/0001.jpg and .../test/dog/0001.jpg -> cat_0001, dog_0001."""
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.splitext(os.path.relpath(os.path.abspath(p), common))[0].replace(os.sep, "_")
+            for p in paths]
 
 
 def parse_class(value: str | None, class_names: Sequence[str]) -> int:
@@ -271,10 +283,12 @@ def explainable_model(model: nn.Module) -> nn.Module:
 
 def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: str | None = None,
                   target: int = -1, steps: int = 64, baseline: str = "black",
-                  alpha: float = 0.5, batch_size: int = 16) -> list[dict]:
-    """Explains each image file with `run` (an evaluate.Run); writes DIR/<name>_<method>.png and
-    .npy; returns one record per explained image (path, predicted and explained class,
-    probability, outputs). Unreadable files are skipped with a warning."""
+                  alpha: float = 0.5, png_size: int = 224, batch_size: int = 16) -> list[dict]:
+    """Explains each image file (or folder of them) with `run` (an evaluate.Run); writes
+    DIR/<name>_<method>.png and .npy (names from `output_names`); returns one record per
+    explained image (path, predicted and explained class, probabilities, outputs). Unreadable
+    files are skipped with a warning."""
+    paths = image_paths(paths)
     config, names = run.config, run.class_names
     model = explainable_model(run.model)
     check_method(model, method)
@@ -296,9 +310,9 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     explain = make_explainer(model, method, layer, steps)
 
     loaded = []
-    for p in paths:
+    for p, name in zip(paths, output_names(paths), strict=True):
         try:
-            loaded.append((p, load_image(p, size, config.crop_frac)))
+            loaded.append((p, name, load_image(p, size, config.crop_frac)))
         except Exception as e:  # PIL raises many types on a non-image; all mean "skip it"
             logging.warning("skipping %s: not a readable image (%s)", p, e)
     os.makedirs(out_dir, exist_ok=True)
@@ -306,15 +320,14 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     for start in range(0, len(loaded), batch_size):
         chunk = loaded[start:start + batch_size]
         pixels = np.zeros((batch_size, size, size, 3), np.uint8)  # fixed shape: one compile
-        pixels[:len(chunk)] = [img for _, img in chunk]
+        pixels[:len(chunk)] = [img for _, _, img in chunk]
         x = augment.normalize(jnp.asarray(pixels), config.mean, config.std)
         out = jax.device_get(explain(run.variables, x, jnp.full(batch_size, target), base))
         probs = jax.nn.softmax(out["logits"])
-        for i, (path, img) in enumerate(chunk):
-            stem = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(path))[0]}_"
-                                         f"{method}")
+        for i, (path, name, img) in enumerate(chunk):
+            stem = os.path.join(out_dir, f"{name}_{method}")
             np.save(stem + ".npy", out["map"][i])
-            Image.fromarray(overlay(img, out["map"][i], alpha)).save(stem + ".png")
+            Image.fromarray(overlay(img, out["map"][i], alpha, png_size)).save(stem + ".png")
             predicted, cls = int(np.argmax(out["logits"][i])), int(out["classes"][i])
             records.append({"path": path, "predicted": names[predicted],
                             "probability": float(probs[i, predicted]), "class": names[cls],
@@ -342,6 +355,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("baseline", "black", ["black", "mean"], "integrated_gradients: black "
                       "image, or the mean colour (0 after normalising)")
     flags.DEFINE_float("alpha", 0.5, "opacity of the heat map over the image")
+    flags.DEFINE_integer("png_size", 224, "smaller images are enlarged to this side in the PNG")
     flags.DEFINE_integer("batch_size", 16, "images explained at once")
     flags.mark_flags_as_required(["workdir", "out"])
 
@@ -349,11 +363,11 @@ def define_flags() -> None:
 def main(argv):
     f = flags.FLAGS
     writers.quiet_libraries()
-    paths = image_paths(argv[1:])
+    image_paths(argv[1:])  # a missing file fails before the run is loaded
     run = evaluate.load_run(f.workdir, f.checkpoint, f.ema)
-    explain_files(run, paths, f.method, f.out, f.layer, parse_class(f["class"].value,
+    explain_files(run, argv[1:], f.method, f.out, f.layer, parse_class(f["class"].value,
                                                                     run.class_names),
-                  f.steps, f.baseline, f.alpha, f.batch_size)
+                  f.steps, f.baseline, f.alpha, f.png_size, f.batch_size)
 
 
 if __name__ == "__main__":
