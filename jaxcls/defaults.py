@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.image_size = 32  # images reach the model as image_size x image_size RGB
     c.crop_frac = 1.0  # host resize: shorter side to image_size / crop_frac, then center crop
     c.holdout_fraction = 0.2  # digits, or a folder without test/ or val/: stratified hold-out
+    c.val_fraction = 0.0  # stratified slice of train never trained on, for calibration (0: none)
     c.num_classes = 10  # classes of `synthetic` (other datasets know their own)
     c.synthetic_examples = 10_000  # size of the `synthetic` train split
     c.cache_max_gib = 4.0  # folder: decode into RAM once when it fits in this many GiB; 0: stream
@@ -32,6 +33,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.input = ml_collections.ConfigDict()  # host input pipeline (nested keys below)
     c.input.backend = "grain"  # grain (no TensorFlow) | tf: tf.data over TFDS TFRecord files
     c.input.shuffle_buffer = 10_000  # tf backend: examples in tf.data's shuffle buffer
+    c.tfds_label_key = "label"  # TFDS label feature (multilabel: Sequence(ClassLabel), voc: labels)
+
+    # --- task, loss and class imbalance -------------------------------------------------------
+    c.task = "multiclass"  # multiclass (softmax; binary: 2 classes) | multilabel (sigmoids)
+    c.loss = "cross_entropy"  # cross_entropy (multilabel: binary cross-entropy) | focal
+    c.focal_gamma = 2.0  # focal loss: (1 - p_t)^gamma down-weights easy examples (0: cross-entropy)
+    c.focal_alpha = -1.0  # multilabel focal: alpha on positives, 1 - alpha on negatives (<0: off)
+    c.class_weights = ""  # per-class loss weight: "" | balanced (n / (C * count_c)) | "w1,w2,..."
+    c.class_balanced_sampler = False  # train on classes drawn uniformly (examples with replacement)
 
     # --- device-side augmentation (inside the jitted step) -----------------------------------
     c.augment = "crop(4)|flip"  # ops "|"-separated, in order (jaxcls/data/augment.py); "": none
@@ -80,12 +90,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.b1 = 0.9  # adamw beta1
     c.b2 = 0.999  # adamw beta2
     c.weight_decay = 5e-4  # decoupled for adamw, L2-style for sgd; never on biases or norm scales
-    c.schedule = "cosine"  # cosine | step | constant (after warm-up)
+    c.schedule = "cosine"  # cosine | step | constant | plateau (constant, cut when eval stalls)
     c.warmup_epochs = placeholder(float)  # linear warm-up from 0, in epochs ...
     c.warmup_steps = placeholder(int)  # ... or steps
     c.min_learning_rate = 0.0  # cosine: final learning rate
     c.decay_epochs = (30, 60, 80)  # step: epochs at which the rate is multiplied by decay_factor
     c.decay_factor = 0.1  # step: multiplier at each of decay_epochs
+    c.plateau_metric = "loss"  # plateau: eval metric watched (loss: lower is better; others higher)
+    c.plateau_patience = 3  # plateau: evaluations without improvement before the rate is cut
+    c.plateau_factor = 0.1  # plateau: multiplier of the learning rate at each cut
+    c.plateau_min_delta = 0.0  # plateau: an improvement must beat the best by more than this
+    c.plateau_min_learning_rate = 0.0  # plateau: the rate is never cut below this
     c.label_smoothing = 0.0  # cross-entropy label smoothing
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
@@ -97,6 +112,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.final_eval = True  # evaluate when training ends (benchmarks turn it off)
     c.checkpoint_every_steps = 1000  # also saved at every evaluation and at the end
     c.keep_checkpoints = 3  # keep the last K checkpoints, plus the best by eval accuracy
+    c.early_stopping_metric = ""  # stop when this eval metric stalls ("": off; loss is minimised)
+    c.early_stopping_patience = 5  # early stopping: evaluations without improvement before stopping
+    c.early_stopping_min_delta = 0.0  # early stopping: must beat the best by more than this
     return c
 
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxcls import sharding
@@ -36,10 +37,11 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, tot
         boundaries = {int(round(e * steps_per_epoch)) - warmup: config.decay_factor
                       for e in config.decay_epochs if round(e * steps_per_epoch) > warmup}
         after = optax.piecewise_constant_schedule(lr, boundaries)
-    elif config.schedule == "constant":
+    elif config.schedule in ("constant", "plateau"):  # plateau: cut by scale_by_plateau
         after = optax.constant_schedule(lr)
     else:
-        raise ValueError(f"config.schedule={config.schedule!r}: use cosine, step or constant")
+        raise ValueError(f"config.schedule={config.schedule!r}: use cosine, step, constant or "
+                         f"plateau")
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
@@ -192,4 +194,44 @@ def create_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule
     chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 \
         else []
     chain.append(optax.multi_transform(transforms, labels))
+    if config.schedule == "plateau":
+        chain.append(scale_by_plateau())
     return optax.chain(*chain)
+
+
+class PlateauScale(NamedTuple):
+    scale: jax.Array  # float32 scalar multiplying every update: the plateau cuts so far
+
+
+def scale_by_plateau() -> optax.GradientTransformation:
+    """Multiplies the updates by a scale held in the optimizer state, so it is checkpointed with
+    it; the host lowers it between steps (`set_plateau_scale`), a new value, not a new program."""
+
+    def init(params):
+        del params
+        return PlateauScale(jnp.ones((), jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _is_plateau(x) -> bool:
+    return isinstance(x, PlateauScale)
+
+
+def plateau_scale(opt_state) -> float:
+    """The plateau scale in `opt_state` (1.0 without scale_by_plateau); a host sync."""
+    found = [s.scale for s in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(s)]
+    return float(found[0]) if found else 1.0
+
+
+def set_plateau_scale(opt_state, scale: float):
+    """`opt_state` with its plateau scale set to `scale`, placed as the old one was (every
+    process passes the same value, so this works across hosts too)."""
+    return jax.tree.map(
+        lambda s: PlateauScale(jax.make_array_from_callback(
+            (), s.scale.sharding, lambda _: np.float32(scale)))
+        if _is_plateau(s) else s, opt_state, is_leaf=_is_plateau)

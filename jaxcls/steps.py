@@ -54,11 +54,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     The model's `num_classes` field sizes the soft targets."""
     k = config.grad_accum_steps
     pipeline = augment.from_config(config)
+    loss = losses.make_loss(config)
+    gather = metrics.gather_multilabel if config.task == "multilabel" else metrics.gather
 
     def loss_and_grads(params, batch_stats, micro, rngs):
         augment_rng, dropout_rng = rngs
-        # Soft targets (mixup/CutMix, label smoothing folded in) for the loss; the accuracy
-        # metrics keep the hard labels.
+        # Soft targets (mixed by mixup/CutMix) for the loss; the metrics keep the hard labels.
         images, targets = augment.apply(pipeline, augment_rng, micro["image"], micro["label"],
                                         model.num_classes, _dtype(config))
         frozen = optim.frozen_mask(config, params)
@@ -70,12 +71,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_rng})
-            per_example = losses.softmax_cross_entropy(logits, targets)
+            per_example = loss(logits, targets)
             return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
 
         (_, (logits, per_example, updates)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(params)
-        m = metrics.gather(per_example, logits, micro["label"], micro["mask"])
+        m = gather(per_example, logits, micro["label"], micro["mask"])
         return grads, updates.get("batch_stats", batch_stats), m
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -118,12 +119,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
-    """eval_step(state, batch) -> Metrics, with running BatchNorm statistics."""
+    """eval_step(state, batch) -> Metrics, with running BatchNorm statistics. The eval loss is
+    the plain cross-entropy (binary per label for multilabel, mean over labels), whatever the
+    training loss, so that runs stay comparable."""
 
     def eval_step(state: TrainState, batch: dict) -> metrics.Metrics:
         images = augment.normalize(batch["image"], config.mean, config.std, _dtype(config))
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                              train=False)
+        if config.task == "multilabel":
+            loss = jnp.mean(losses.sigmoid_focal_terms(logits, batch["label"]), axis=-1)
+            return metrics.gather_multilabel(loss, logits, batch["label"], batch["mask"],
+                                             collect=True)
         loss = losses.softmax_cross_entropy(logits, batch["label"])
         return metrics.gather(loss, logits, batch["label"], batch["mask"])
 

@@ -13,7 +13,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, weights, writers
+from jaxcls import (
+    checkpoint,
+    defaults,
+    losses,
+    metrics,
+    models,
+    monitor,
+    optim,
+    sharding,
+    steps,
+    thresholds,
+    weights,
+    writers,
+)
 from jaxcls.data import augment, loader, sources
 
 
@@ -40,6 +53,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     create_model(config, 2)  # model_kwargs and model keys fit the model
     optim.check_rules(config)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
+    losses.check(config)
+    monitor.check(config)
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
     if config.layer_decay <= 0:
@@ -49,6 +64,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.init_layout={config.init_layout!r}: use one of {layouts}")
     if config.init_from and not os.path.exists(config.init_from):
         raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise ValueError(f"config.val_fraction={config.val_fraction} must be in [0, 1)")
     if config.num_steps is None and config.num_epochs is None:
         raise ValueError("set config.num_epochs or config.num_steps")
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
@@ -74,16 +91,60 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _eval_rows(metrics_path: str) -> list[dict]:
+    """The eval lines logged so far: a resumed run keeps counting from them."""
+    if not os.path.exists(metrics_path):
+        return []
+    with open(metrics_path) as f:
+        return [row for line in f if (row := json.loads(line)).get("split") == "eval"]
+
+
 def _best_eval(metrics_path: str) -> tuple[float, int | None]:
     """Best eval accuracy (and its step) logged so far: a resumed run keeps counting from it."""
     best = (-1.0, None)
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                row = json.loads(line)
-                if row.get("split") == "eval" and row["accuracy"] > best[0]:
-                    best = (row["accuracy"], row["step"])
+    for row in _eval_rows(metrics_path):
+        if row["accuracy"] > best[0]:
+            best = (row["accuracy"], row["step"])
     return best
+
+
+def _plateau_scale(config: ml_collections.ConfigDict, evals: list[dict]) -> float:
+    """The learning-rate multiplier that schedule='plateau' has reached after these evals."""
+    metric = config.plateau_metric
+    min_scale = config.plateau_min_learning_rate / config.learning_rate if \
+        config.learning_rate else 0.0
+    return monitor.plateau_scale([r[metric] for r in evals], monitor.higher_is_better(metric),
+                                 config.plateau_patience, config.plateau_factor,
+                                 config.plateau_min_delta, min_scale)
+
+
+def _early_stop_reason(config: ml_collections.ConfigDict, evals: list[dict]) -> str | None:
+    """Why training stops early after these evals, or None to go on."""
+    metric = config.early_stopping_metric
+    if not metric or not evals:
+        return None
+    values = [r[metric] for r in evals]
+    higher = monitor.higher_is_better(metric)
+    waited = monitor.evals_since_best(values, higher, config.early_stopping_min_delta)
+    if waited < config.early_stopping_patience:
+        return None
+    best = evals[-1 - waited]
+    return (f"early stopping: eval {metric} has not improved by more than "
+            f"{config.early_stopping_min_delta} for {waited} evaluations (best {best[metric]:.4g} "
+            f"at step {best['step']})")
+
+
+def resolve_class_weights(config: ml_collections.ConfigDict, dataset: sources.Dataset
+                          ) -> ml_collections.ConfigDict:
+    """`config` with class_weights='balanced' replaced by the numbers from the training labels
+    (so config.json records the weights used), after checking one weight per class."""
+    if not config.class_weights:
+        return config
+    config = config.copy_and_resolve_references()
+    config.class_weights = losses.resolve_class_weights(
+        config, getattr(dataset.train, "labels", None), dataset.num_classes)
+    logging.info("class weights %s", config.class_weights)
+    return config
 
 
 # Top-level config keys that set the model field of the same name when changed from their
@@ -168,12 +229,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         pretrained = weights.read(config.init_from, config.model, config.init_layout)
         config = apply_pretrained_conventions(config, pretrained)
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
 
     # ---- data ------------------------------------------------------------------------------
     dataset = sources.create(config)
+    config = resolve_class_weights(config, dataset)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:  # for prediction without the dataset at hand
+        with open(os.path.join(workdir, "class_names.json"), "w") as f:
+            json.dump(dataset.class_names, f)
     steps_per_epoch = max(len(dataset.train) // config.batch_size, 1)
     total_steps = optim.resolve_steps(config, "num", steps_per_epoch)
     eval_every = optim.resolve_steps(config, "eval_every", steps_per_epoch)
@@ -206,7 +271,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
                                        config.seed, config.num_workers, config.num_threads,
-                                       random_crop=augment.from_config(config).host_crop)
+                                       random_crop=augment.from_config(config).host_crop,
+                                       class_balanced=config.class_balanced_sampler)
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
     start_step = ckpt.latest_step() or 0
     if start_step:
@@ -227,7 +293,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
 
-    def evaluate(state) -> dict[str, float]:
+    def evaluate(state) -> metrics.Metrics:
         batches = loader.eval_batches(dataset.eval, config.batch_size, config.num_threads)
         collected = None
         for batch in batches:
@@ -236,11 +302,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             collected = m if collected is None else collected.merge(m)
         if collected is None:
             raise ValueError(f"the eval split of {config.dataset!r} is empty")
-        return metrics.to_host(collected)
+        return collected
 
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
+    evals = _eval_rows(os.path.join(workdir, "metrics.jsonl"))
     best_accuracy, best_step = _best_eval(os.path.join(workdir, "metrics.jsonl"))
+    lr_scale = optim.plateau_scale(state.opt_state)  # schedule='plateau' cuts so far, else 1
+    early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
+    if early_stop:
+        logging.info("%s; not training further", early_stop)
     stop = _StopFlag()
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
@@ -265,7 +336,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step_interval > start_step:  # the first interval holds compilation
             interval_ms.append(ms)
         t_interval, step_interval = now, step
-        values["learning_rate"] = float(schedule(step))
+        values["learning_rate"] = float(schedule(step)) * lr_scale
         values["img_per_s"] = config.batch_size * 1e3 / ms
         writer.write(step, "train", values)
         logging.info(writers.progress_line(step, total_steps, step / steps_per_epoch, values,
@@ -277,7 +348,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ckpt.save(step, state, train_iter, eval_metrics)
         t_interval = time.perf_counter()
 
-    for step in range(start_step, total_steps):
+    collected = None  # the last eval's metrics, scores included for multilabel
+    for step in range(start_step, start_step if early_stop else total_steps):
         batch = next(train_iter)
         note_unreadable(batch, dataset.train)
         state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
@@ -290,14 +362,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if done % config.log_every_steps == 0 or is_save:
             log_train(done)
         if is_eval:
-            last_eval = evaluate(state)
+            collected = evaluate(state)
+            last_eval = metrics.to_host(collected)
             writer.write(done, "eval", last_eval)
             logging.info("eval at step %d: %s", done,
                          " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
             if last_eval["accuracy"] > best_accuracy:
                 best_accuracy, best_step = last_eval["accuracy"], done
+            evals.append({"step": done, **last_eval})
+            scale = _plateau_scale(config, evals) if config.schedule == "plateau" else 1.0
+            if not np.isclose(scale, lr_scale, rtol=1e-6):  # (lr_scale was read as float32)
+                lr_scale = scale
+                logging.info("eval %s stalled: learning rate x%.3g from step %d",
+                             config.plateau_metric, lr_scale, done + 1)
+                state = state.replace(opt_state=optim.set_plateau_scale(state.opt_state,
+                                                                        lr_scale))
+            early_stop = _early_stop_reason(config, evals)
             if config.ema_decay > 0:
-                last_eval_ema = evaluate(state.replace(params=state.ema_params))
+                last_eval_ema = metrics.to_host(evaluate(state.replace(params=state.ema_params)))
                 writer.write(done, "eval_ema", last_eval_ema)
                 logging.info("eval of the EMA params at step %d: %s", done,
                              " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
@@ -307,15 +389,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logging.warning("%s received: saved step %d, exiting; rerun the same command to "
                             "resume", stop.signal, done)
             break
+        if early_stop:
+            logging.info("%s: saved step %d, stopping", early_stop, done)
+            break
 
     stop.restore()
     ckpt.wait()
     ckpt.close()
     writer.close()
+    if (config.task == "multilabel" and collected is not None and jax.process_index() == 0
+            and os.path.isdir(ckpt.path(evals[-1]["step"]))):
+        path = thresholds.save(ckpt.path(evals[-1]["step"]), *collected.mAP.arrays(),
+                               dataset.class_names)
+        logging.info("per-label thresholds (max F1 on the eval split) in %s", path)
     summary = {
         "steps": int(state.step),
         "total_steps": total_steps,
-        "stopped_by": stop.signal,
+        "stopped_by": stop.signal or ("early_stopping" if early_stop else None),
+        "stop_reason": early_stop,
         "final_eval": last_eval,
         "final_eval_ema": last_eval_ema,
         "best_accuracy": best_accuracy if best_step else None,

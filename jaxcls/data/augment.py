@@ -56,7 +56,6 @@ class Pipeline:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     mixup: mixup_lib.Mixup = mixup_lib.Mixup()
-    label_smoothing: float = 0.0
 
     @property
     def host_crop(self) -> HostCrop | None:
@@ -197,7 +196,7 @@ def to_string(ops: Sequence[Op]) -> str:
 
 
 def from_config(config: ml_collections.ConfigDict) -> Pipeline:
-    """The pipeline of config.augment, config.mixup, mean/std and label smoothing; fails on a
+    """The pipeline of config.augment, config.mixup and mean/std; fails on a
     bad op, argument or mixup key, naming it."""
     try:
         ops = parse(config.augment, config.image_size)
@@ -205,8 +204,7 @@ def from_config(config: ml_collections.ConfigDict) -> Pipeline:
         raise ValueError(f"config.augment={config.augment!r}: {e}") from None
     values = config.mixup.to_dict() if hasattr(config.mixup, "to_dict") else dict(config.mixup)
     settings = mixup_lib.settings_from(values, defaults.get_config().mixup.to_dict())
-    return Pipeline(ops=ops, mean=tuple(config.mean), std=tuple(config.std), mixup=settings,
-                    label_smoothing=float(config.label_smoothing))
+    return Pipeline(ops=ops, mean=tuple(config.mean), std=tuple(config.std), mixup=settings)
 
 
 # ---- applying ----------------------------------------------------------------------------------
@@ -242,8 +240,9 @@ def _chain(fns: list):
 
 def apply(pipeline: Pipeline, rng: jax.Array, images: jax.Array, labels: jax.Array,
           num_classes: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
-    """uint8 images [N, H, W, 3] and int labels [N] -> (augmented, normalised images in
-    `dtype`, soft targets [N, num_classes] float32 with label smoothing folded in)."""
+    """uint8 images [N, H, W, 3] and labels (int [N], or multi-hot [N, C] for multi-label) ->
+    (augmented, normalised images in `dtype`, targets [N, num_classes] float32, mixed by
+    mixup/CutMix; the loss applies label smoothing)."""
     image_rng, normalized_rng, mix_rng = jax.random.split(rng, 3)
     n = images.shape[0]
     x = images.astype(jnp.float32)
@@ -255,7 +254,7 @@ def apply(pipeline: Pipeline, rng: jax.Array, images: jax.Array, labels: jax.Arr
     if normalized_fns:
         x = jax.vmap(_chain(normalized_fns))(
             jax.random.split(normalized_rng, (n, len(normalized_fns))), x)
-    eps = pipeline.label_smoothing
-    targets = jax.nn.one_hot(labels, num_classes) * (1.0 - eps) + eps / num_classes
+    targets = (jax.nn.one_hot(labels, num_classes) if labels.ndim == 1
+               else labels.astype(jnp.float32))
     x, targets = mixup_lib.mix(mix_rng, x, targets, pipeline.mixup)
     return x.astype(dtype), targets

@@ -1,6 +1,7 @@
 """Host input pipeline on grain: per-process shards of uint8 batches, and global device arrays."""
 
 import functools
+import sys
 
 import grain
 import jax
@@ -53,28 +54,56 @@ def _decode_cropped(record: dict, rng: np.random.Generator, size: int,
     return sources.decode(record, size, 1.0, random_crop, rng)
 
 
+class _ClassBalanced(grain.MapDataset):
+    """Endless draws from `parent`: position k picks a class uniformly, then one of its examples
+    uniformly, with a generator seeded by (seed, process, k). A pure function of the position, so a
+    restored iterator replays the same draws, and workers need no shared state."""
+
+    def __init__(self, parent: grain.MapDataset, labels: np.ndarray, seed: tuple[int, int]):
+        super().__init__(parent)
+        self._members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        self._seed = seed
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        rng = np.random.default_rng((*self._seed, index))
+        members = self._members[rng.integers(len(self._members))]
+        return self._parent[int(members[rng.integers(len(members))])]
+
+
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
-                   num_threads: int = 4, random_crop: images.RandomCrop | None = None
-                   ) -> grain.DatasetIterator:
+                   num_threads: int = 4, random_crop: images.RandomCrop | None = None,
+                   class_balanced: bool = False) -> grain.DatasetIterator:
     """Endless batches of this process's shard, reshuffled every epoch; checkpointable state.
 
     `random_crop=(scale, ratio)`: each image is an Inception-style random resized crop of the
     original, made while decoding; None: the eval geometry (resize, centre crop). Crops are
     drawn from grain's per-element generator (seed, position in the endless stream): the same
     for any number of workers or threads, new every epoch, and restored with the iterator state.
+    With `class_balanced`, every class is drawn equally often (examples with replacement).
     A `tf_input.TfdsSplit` source goes through tf.data instead (`config.input.backend="tf"`).
     """
     if isinstance(source, tf_input.TfdsSplit):
+        if class_balanced:
+            raise ValueError("config.class_balanced_sampler needs config.input.backend='grain'")
         return tf_input.train_iterator(source, local_batch, seed, num_threads, random_crop)
-    if random_crop is None:
-        ds = grain.MapDataset.source(source)
+    shard = slice(jax.process_index(), None, jax.process_count())
+    ds = grain.MapDataset.source(source if random_crop is None else _Records(source))[shard]
+    if class_balanced:
+        labels = getattr(source, "labels", None)
+        if labels is None or np.ndim(labels) != 1:
+            raise ValueError("config.class_balanced_sampler needs int class labels listed up "
+                             f"front, which {type(source).__name__} does not have")
+        ds = _ClassBalanced(ds, np.asarray(labels)[shard], (seed, jax.process_index()))
     else:
-        ds = grain.MapDataset.source(_Records(source))
-    ds = ds[jax.process_index()::jax.process_count()]
-    ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat draws a new order per epoch
+        ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat: a new order per epoch
     if random_crop is not None:
         ds = ds.random_map(functools.partial(_decode_cropped, size=source.size,
-                                             random_crop=random_crop))
+                                             random_crop=random_crop), seed=seed)
     ds = ds.batch(local_batch, drop_remainder=True)
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:

@@ -1,12 +1,14 @@
 """Datasets by spec: `digits`, `folder:PATH`, `tfds:NAME`, `synthetic`.
 
 Every source is random access (len + getitem, as grain wants) and yields one example as
-`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}`; `record(i)` is the
-same example undecoded (a path or an array), for the loader to decode with a random crop. An
+`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}` (for
+`task='multilabel'` the label is multi-hot float32 [C]); `record(i)` is the same example
+undecoded (a path or an array), for the loader to decode with a random crop. An
 unreadable image comes back with `bad=True` and a zero image, so a corrupt file in hour 20
 costs one masked slot in a batch, not the run.
 """
 
+import csv
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -18,40 +20,26 @@ from absl import logging
 from jaxcls.data import images
 
 
-def example(image: np.ndarray, label: int, index: int, bad: bool = False) -> dict:
-    return {"image": image, "label": np.int32(label), "bad": np.bool_(bad),
-            "index": np.int32(index)}
+def example(image: np.ndarray, label, index: int, bad: bool = False) -> dict:
+    """label: an int class, or multi-hot float [C] for multi-label data."""
+    label = np.asarray(label, np.float32 if np.ndim(label) else np.int32)
+    return {"image": image, "label": label, "bad": np.bool_(bad), "index": np.int32(index)}
 
 
-def decode(record: dict, size: int, crop_frac: float = 1.0,
-           random_crop: images.RandomCrop | None = None,
-           rng: np.random.Generator | None = None) -> dict:
-    """An undecoded record (`source.record(i)`) -> an example; eval geometry, or a random
-    resized crop drawn from `rng` when `random_crop` = (scale, ratio) is given."""
-    try:
-        image = images.decode(record["data"], size, crop_frac, random_crop, rng)
-    except Exception:  # PIL raises many types on corrupt input; all mean "skip this file"
-        return example(np.zeros((size, size, 3), np.uint8), record["label"], record["index"],
-                       True)
-    return example(image, record["label"], record["index"])
+def _labels(labels) -> np.ndarray:
+    """int32 [N] class labels, or float32 [N, C] multi-hot ones."""
+    labels = np.asarray(labels)
+    return labels.astype(np.float32 if labels.ndim == 2 else np.int32)
 
 
-class _Source:
-    """Random access for grain: `record(i)` is the undecoded example {"data": path, encoded
-    bytes or array, "label", "index"}; `source[i]` decodes it at the eval geometry."""
-
-    size: int
-    crop_frac: float = 1.0
-
-    def __getitem__(self, i: int) -> dict:
-        return decode(self.record(i), self.size, self.crop_frac)
-
-
-class ArraySource(_Source):
-    """Images already decoded in memory: uint8 [N, S, S, 3] and int labels [N]."""
+`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}` (for
+`task='multilabel'` the label is multi-hot float32 [C]); `record(i)` is the same example
+undecoded (a path or an array), for the loader to decode with a random crop. An
+unreadable image comes back with `bad=True` and a zero image, so a corrupt file in hour 20
+costs one masked slot in a batch, not the run.
 
     def __init__(self, images_: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None):
-        self.images, self.labels = images_, np.asarray(labels, np.int32)
+        self.images, self.labels = images_, _labels(labels)
         self.names = names
         self.size = images_.shape[1]
 
@@ -68,8 +56,8 @@ class ArraySource(_Source):
 class FileSource(_Source):
     """Image files decoded on access (by grain's workers when streaming)."""
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], size: int, crop_frac: float):
-        self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
+    def __init__(self, paths: Sequence[str], labels, size: int, crop_frac: float):
+        self.paths, self.labels = list(paths), _labels(labels)  # int [N] or multi-hot [N, C]
         self.size, self.crop_frac = size, crop_frac
 
     def __len__(self) -> int:
@@ -83,11 +71,20 @@ class FileSource(_Source):
 
 
 class TfdsSource(_Source):
-    """A `tfds.data_source` split (array_record, no TensorFlow), resized to the config's size."""
+    """A `tfds.data_source` split (array_record, no TensorFlow), resized to the config's size.
+    With num_labels > 0 the label feature is a list of classes, returned multi-hot."""
 
-    def __init__(self, source, size: int, crop_frac: float, image_key: str, label_key: str):
+    def __init__(self, source, size: int, crop_frac: float, image_key: str, label_key: str,
+                 num_labels: int = 0):
         self.source, self.size, self.crop_frac = source, size, crop_frac
-        self.image_key, self.label_key = image_key, label_key
+        self.image_key, self.label_key, self.num_labels = image_key, label_key, num_labels
+
+    def _label(self, record: dict):
+        if not self.num_labels:
+            return int(record[self.label_key])
+        multi_hot = np.zeros(self.num_labels, np.float32)
+        multi_hot[np.asarray(record[self.label_key], np.int64)] = 1.0
+        return multi_hot
 
     def __len__(self) -> int:
         return len(self.source)
@@ -95,10 +92,11 @@ class TfdsSource(_Source):
     def record(self, i: int) -> dict:
         try:
             record = self.source[i]
-            return {"data": np.asarray(record[self.image_key]),
-                    "label": int(record[self.label_key]), "index": i}
+            return {"data": np.asarray(record[self.image_key]), "label": self._label(record),
+                    "index": i}
         except Exception:  # a corrupt record: decode() turns the None into a bad example
-            return {"data": None, "label": 0, "index": i}
+            return {"data": None, "index": i,
+                    "label": np.zeros(self.num_labels, np.float32) if self.num_labels else 0}
 
     def name(self, i: int) -> str:
         return f"record {i}"
@@ -129,6 +127,7 @@ class Dataset:
     eval: object
     class_names: list[str]
     skipped: list[str] = dataclasses.field(default_factory=list)  # files dropped while caching
+    val: object = None  # config.val_fraction of train, never trained on (None: none)
 
     @property
     def num_classes(self) -> int:
@@ -205,6 +204,74 @@ def folder(path: str, size: int, crop_frac: float, holdout_fraction: float, seed
                    FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
 
 
+# ---------------------------------------------------------------------------------------------
+# folder:PATH with task='multilabel': PATH/<split>/labels.csv lists each image's classes
+
+
+LABELS_CSV = "labels.csv"
+
+
+def _read_labels_csv(split_dir: str, class_names: list[str] | None = None
+                     ) -> tuple[list[str], list[str], np.ndarray]:
+    """(class names, image paths, multi-hot labels [N, C]) from split_dir/labels.csv: a header
+    `path,labels` and rows `img.jpg,cat;dog` (classes separated by ';', none allowed), or a
+    header `path,<class>,<class>,...` and one 0/1 column per class. Paths are relative to
+    split_dir. Given `class_names` (those of train), the file must use no others."""
+    path = os.path.join(split_dir, LABELS_CSV)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config.task='multilabel': {path!r} does not exist; it lists "
+                                f"the images with a header 'path,labels' and rows "
+                                f"'img.jpg,cat;dog' (or one 0/1 column per class)")
+    with open(path, newline="") as f:
+        header, *rows = [r for r in csv.reader(f) if r]
+    if len(header) < 2 or header[0] != "path":
+        raise ValueError(f"{path}: the header must be 'path,labels' or 'path,<class>,...', "
+                         f"got {','.join(header)!r}")
+    for line, r in enumerate(rows, 2):
+        if len(r) != len(header):
+            raise ValueError(f"{path}:{line}: {len(r)} fields, the header has {len(header)}")
+    paths = [os.path.join(split_dir, r[0]) for r in rows]
+    if header == ["path", "labels"]:
+        named = [[n.strip() for n in r[1].split(";") if n.strip()] for r in rows]
+        found = sorted({n for names in named for n in names})
+        class_names = class_names or found
+        unknown = sorted(set(found) - set(class_names))
+        if unknown:
+            raise ValueError(f"{path} has classes that the train split lacks: {unknown}")
+        index = {c: i for i, c in enumerate(class_names)}
+        multi_hot = np.zeros((len(rows), len(class_names)), np.float32)
+        for i, names in enumerate(named):
+            multi_hot[i, [index[n] for n in names]] = 1.0
+        return class_names, paths, multi_hot
+    if class_names is not None and header[1:] != class_names:
+        raise ValueError(f"{path}: class columns {header[1:]} differ from train's {class_names}")
+    try:
+        multi_hot = np.array([[float(v) for v in r[1:]] for r in rows], np.float32)
+    except ValueError as e:
+        raise ValueError(f"{path}: class columns must hold 0 or 1 ({e})") from None
+    return header[1:], paths, multi_hot.reshape(len(rows), len(header) - 1)
+
+
+def multilabel_folder(path: str, size: int, crop_frac: float, holdout_fraction: float,
+                      seed: int) -> Dataset:
+    """PATH/train/labels.csv with PATH/test (or PATH/val)/labels.csv; without either, a seeded
+    random hold-out of train."""
+    class_names, paths, labels = _read_labels_csv(os.path.join(path, "train"))
+    eval_dir = next((os.path.join(path, s) for s in ("test", "val")
+                     if os.path.isdir(os.path.join(path, s))), None)
+    if eval_dir is not None:
+        _, eval_paths, eval_labels = _read_labels_csv(eval_dir, class_names)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        logging.warning("%s has no test/ or val/ folder: holding out %.0f%% of train (seed %d)",
+                        path, 100 * holdout_fraction, seed)
+        paths, eval_paths, labels, eval_labels = train_test_split(
+            paths, labels, test_size=holdout_fraction, random_state=seed)
+    return Dataset(FileSource(paths, labels, size, crop_frac),
+                   FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
+
+
 def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, list[str]]:
     """Decodes every file once into an ArraySource; returns it and the unreadable paths."""
     n = len(source)
@@ -230,8 +297,10 @@ def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, 
 
 
 def tfds_dataset(name: str, data_dir: str | None, size: int, crop_frac: float, train_split: str,
-                 eval_split: str, image_key: str, label_key: str) -> Dataset:
-    """A TFDS dataset prepared as array_record files, read without TensorFlow."""
+                 eval_split: str, image_key: str, label_key: str, multilabel: bool = False
+                 ) -> Dataset:
+    """A TFDS dataset prepared as array_record files, read without TensorFlow; `multilabel`:
+    the label feature is a Sequence(ClassLabel) (e.g. voc's `labels`), returned multi-hot."""
     import tensorflow_datasets as tfds
 
     try:
@@ -246,20 +315,35 @@ def tfds_dataset(name: str, data_dir: str | None, size: int, crop_frac: float, t
             f"  tfds build {name} --file_format=array_record --data_dir=DIR\n"
             f"(ImageNet needs its tar files placed in DIR/downloads/manual first), then pass "
             f"--config.data_dir=DIR.") from None
-    feature = builder.info.features[label_key]
+    features = builder.info.features
+    if label_key not in features:
+        raise ValueError(f"TFDS dataset {name!r} has no feature {label_key!r} "
+                         f"(config.tfds_label_key); it has {sorted(features.keys())}")
+    feature = features[label_key]
+    if multilabel:  # Sequence(ClassLabel): its classes are those of the inner feature
+        if not hasattr(feature, "feature"):
+            raise ValueError(f"config.task='multilabel': TFDS feature {name}/{label_key} is "
+                             f"{type(feature).__name__}, not a Sequence of class labels")
+        feature = feature.feature
     class_names = list(feature.names) if hasattr(feature, "names") else [
         str(i) for i in range(feature.num_classes)]
-    return Dataset(TfdsSource(train, size, crop_frac, image_key, label_key),
-                   TfdsSource(held, size, crop_frac, image_key, label_key), class_names)
+    num_labels = len(class_names) if multilabel else 0
+    return Dataset(TfdsSource(train, size, crop_frac, image_key, label_key, num_labels),
+                   TfdsSource(held, size, crop_frac, image_key, label_key, num_labels),
+                   class_names)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def create(config) -> Dataset:
+def _create(config) -> Dataset:
     """The dataset that `config.dataset` names, decoded small datasets held in memory."""
     spec, size = config.dataset, config.image_size
     kind, _, arg = spec.partition(":")
+    multilabel = config.task == "multilabel"
+    if multilabel and kind not in ("folder", "tfds"):
+        raise ValueError(f"config.task='multilabel' needs config.dataset folder:PATH (with "
+                         f"labels.csv) or tfds:NAME, not {spec!r}")
     if kind == "digits":
         return digits(size, config.holdout_fraction, config.seed)
     if kind == "synthetic":
@@ -275,10 +359,11 @@ def create(config) -> Dataset:
                                      config.input.shuffle_buffer)
     if kind == "tfds" and arg:
         return tfds_dataset(arg, config.data_dir or None, size, config.crop_frac,
-                            config.tfds_train_split, config.tfds_eval_split, "image", "label")
+                            config.tfds_train_split, config.tfds_eval_split, "image",
+                            config.tfds_label_key, multilabel)
     if kind == "folder" and arg:
-        ds = folder(os.path.expanduser(arg), size, config.crop_frac, config.holdout_fraction,
-                    config.seed)
+        ds = (multilabel_folder if multilabel else folder)(
+            os.path.expanduser(arg), size, config.crop_frac, config.holdout_fraction, config.seed)
         decoded_gib = (len(ds.train) + len(ds.eval)) * size * size * 3 / 2**30
         if decoded_gib <= config.cache_max_gib:
             ds.train, bad_train = cache_in_memory(ds.train)
@@ -291,3 +376,56 @@ def create(config) -> Dataset:
         return ds
     raise ValueError(f"config.dataset={spec!r} is not one of: digits, folder:PATH, tfds:NAME, "
                      "synthetic")
+
+
+def create(config) -> Dataset:
+    """The dataset `config.dataset` names; `config.val_fraction` of train split off as `val`."""
+    ds = _create(config)
+    if config.val_fraction > 0:
+        ds.train, ds.val = split_off(ds.train, config.val_fraction, config.seed)
+    return ds
+
+
+class _Subset:
+    """`source` at `indices`, renumbered 0..len-1 (index and name follow the new numbering)."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.source, self.indices = source, indices
+        if hasattr(source, "labels"):
+            self.labels = source.labels[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.source[int(self.indices[i])], "index": np.int32(i)}
+
+    def name(self, i: int) -> str:
+        return self.source.name(int(self.indices[i]))
+
+
+def subset(source, indices: np.ndarray):
+    """The examples of `source` at `indices`, as a source of the same kind where possible."""
+    if isinstance(source, ArraySource):
+        names = None if source.names is None else [source.names[i] for i in indices]
+        return ArraySource(source.images[indices], source.labels[indices], names)
+    if isinstance(source, FileSource):
+        return FileSource([source.paths[i] for i in indices], source.labels[indices],
+                          source.size, source.crop_frac)
+    return _Subset(source, indices)
+
+
+def split_off(source, fraction: float, seed: int) -> tuple[object, object]:
+    """(rest, held): a seeded `fraction` of `source` held out, stratified by class when the
+    source knows its labels without decoding (arrays, folders, synthetic)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = getattr(source, "labels", None)
+    stratify = labels if labels is not None and np.ndim(labels) == 1 else None
+    try:
+        rest, held = train_test_split(np.arange(len(source)), test_size=fraction,
+                                      stratify=stratify, random_state=seed)
+    except ValueError as e:
+        raise ValueError(f"config.val_fraction={fraction} cannot split {len(source)} training "
+                         f"examples: {e}") from None
+    return subset(source, np.sort(rest)), subset(source, np.sort(held))

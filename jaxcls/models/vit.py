@@ -56,11 +56,14 @@ class Attention(nn.Module):
         dense = partial(nn.DenseGeneral, features=(self.num_heads, d // self.num_heads),
                         kernel_init=dense_init, dtype=self.dtype)
         q, k, v = (dense(name=name)(x) for name in ("query", "key", "value"))
-        if train and self.dropout_rate > 0:
-            # Fused kernels have no attention dropout: spell it out when it is asked for.
+        if (train and self.dropout_rate > 0) or self.is_mutable_collection("intermediates"):
+            # Fused kernels have no attention dropout and never materialise the weights: spell
+            # attention out when dropout is asked for, or when the caller collects
+            # intermediates (attention rollout reads the sown weights [B, heads, q, k]).
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
             weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(self.dtype)
-            weights = nn.Dropout(self.dropout_rate, deterministic=False)(weights)
+            self.sow("intermediates", "attention_weights", weights)
+            weights = nn.Dropout(self.dropout_rate, deterministic=not train)(weights)
             y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         else:
             y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)

@@ -1,0 +1,338 @@
+"""Offline evaluation of finished runs: metrics, predictions, calibration, pictures, report.
+
+    python -m jaxcls.evaluate --workdir=W [--split=test] [--checkpoint=best|last|STEP]
+        [--tta=flip|crops5] [--workdir=W2 ...]
+
+writes W/eval/<split>/ (suffixed _tta, _ensemble when used): metrics.json, predictions.npz
+(`labels` [N], `probs` [N, C], `class_names`, `temperature`, and `paths` for folder datasets),
+the PNGs and report.html. Several --workdir average their probabilities (an ensemble).
+"""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from jax.experimental import multihost_utils
+
+from jaxcls import calibration, checkpoint, defaults, metrics, report, sharding, train, writers
+from jaxcls.data import augment, loader, sources, tta
+
+# ---- a trained run ---------------------------------------------------------------------------
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config the run in `workdir` trained with (WORKDIR/config.json)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a jaxcls run directory?")
+    with open(path) as f:
+        # Keys added to jaxcls after the run trained take their defaults.
+        config = ml_collections.ConfigDict({**defaults.get_config().to_dict(), **json.load(f)})
+    if config.get("task", "multiclass") != "multiclass":
+        raise ValueError(f"{path}: task={config.task!r}; evaluate and predict handle multiclass "
+                         "runs")
+    return config
+
+
+def resolve_checkpoint(workdir: str, which: str = "best") -> str:
+    """WORKDIR/checkpoints/STEP for `which`: best (summary.json's best step, else the best eval
+    in metrics.jsonl), last, or a step number."""
+    directory = os.path.join(workdir, "checkpoints")
+    saved = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+        directory) else []
+    if not saved:
+        raise FileNotFoundError(f"no checkpoints under {directory}")
+    if which == "last":
+        step = saved[-1]
+    elif which == "best":
+        summary_path = os.path.join(workdir, "summary.json")
+        step = None
+        if os.path.exists(summary_path):
+            with open(summary_path) as f:
+                step = json.load(f).get("best_step")
+        if step is None:
+            step = train._best_eval(os.path.join(workdir, "metrics.jsonl"))[1]
+        if step is None:
+            raise ValueError(f"{workdir} has no evaluated checkpoint: pass --checkpoint=last or "
+                             f"a step of {saved}")
+    elif which.isdigit():
+        step = int(which)
+    else:
+        raise ValueError(f"--checkpoint={which!r}: use best, last or a step number")
+    if step not in saved:
+        raise FileNotFoundError(f"checkpoint step {step} ({which}) is not in {directory}; "
+                                f"saved steps: {saved}")
+    return os.path.join(directory, str(step))
+
+
+@dataclasses.dataclass
+class Run:
+    workdir: str
+    config: ml_collections.ConfigDict
+    class_names: list[str]
+    step_dir: str
+    model: object
+    variables: dict  # params and batch_stats, on this process's first device
+    _predict_fns: dict = dataclasses.field(default_factory=dict)
+
+    def predict_fn(self, tta_spec: str = ""):
+        """make_predict_fn(self, tta_spec), compiled once per shape for this run."""
+        if tta_spec not in self._predict_fns:
+            self._predict_fns[tta_spec] = make_predict_fn(self, tta_spec)
+        return self._predict_fns[tta_spec]
+
+
+def class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """WORKDIR/class_names.json, written by training; older runs: listed from the dataset."""
+    path = os.path.join(workdir, "class_names.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return sources.create(_streaming(config)).class_names
+
+
+def load_run(workdir: str, which: str = "best", ema: bool = False) -> Run:
+    """The model and parameters of `workdir` at checkpoint `which` (see resolve_checkpoint);
+    `ema`: its moving average of the parameters instead."""
+    config = load_config(workdir)
+    names = class_names(workdir, config)
+    step_dir = resolve_checkpoint(workdir, which)
+    state = checkpoint.load_state(step_dir)
+    params = state.get("ema_params") if ema else state["params"]
+    if params is None:
+        raise ValueError(f"{step_dir} holds no EMA parameters (config.ema_decay was 0)")
+    variables = {"params": params, "batch_stats": state.get("batch_stats") or {}}
+    logging.info("%s: %s", workdir, step_dir)
+    return Run(workdir, config, names, step_dir, train.create_model(config, len(names)),
+               variables)
+
+
+def _streaming(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` reading files as needed rather than decoding all of them first. Runs with a
+    val_fraction keep their caching: caching drops unreadable files before the split, and the
+    val split must be the one training held out."""
+    config = config.copy_and_resolve_references()
+    if not config.get("val_fraction"):
+        config.cache_max_gib = 0.0
+    return config
+
+
+# ---- predictions -----------------------------------------------------------------------------
+
+
+def make_predict_fn(run: Run, tta_spec: str = "", mesh=None):
+    """Jitted (variables, uint8 images [B, S, S, 3]) -> log-probabilities [B, C], averaged over
+    the TTA views' probabilities; the batch is split over all devices."""
+    config = run.config
+    tta.parse(tta_spec, config.crop_frac)  # a bad spec fails here, before any work
+
+    def predict(variables, images):
+        views = tta.tta_views(images, tta_spec, config.crop_frac)
+        v, n = views.shape[:2]
+        views = views.swapaxes(0, 1).reshape(n * v, *views.shape[2:])  # each device: its rows
+        x = augment.normalize(views, config.mean, config.std, jnp.dtype(config.dtype))
+        logits = run.model.apply(variables, x, train=False).astype(jnp.float32)
+        log_probs = jax.nn.log_softmax(logits).reshape(n, v, -1)
+        return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(v)  # log of the mean probability
+
+    mesh = mesh or sharding.make_mesh()
+    return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
+                                          sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.batch_sharding(mesh))
+
+
+def global_batch_size(config: ml_collections.ConfigDict) -> int:
+    """The run's batch size rounded down to a multiple of this machine's device count."""
+    return max(config.batch_size // jax.device_count(), 1) * jax.device_count()
+
+
+def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray]:
+    """{"log_probs" [N, C], "labels" [N], "index" [N]} for every readable example of `source`
+    in source order, from all processes' shards (eval padding and unreadable files dropped)."""
+    mesh = sharding.make_mesh()
+    batch_sharding = sharding.batch_sharding(mesh)
+    predict = run.predict_fn(tta_spec)
+    variables = jax.device_put(run.variables, sharding.replicated(mesh))
+    batch_size = global_batch_size(run.config)
+    num_batches = -(-len(source) // batch_size)
+    parts = []
+    for i, batch in enumerate(loader.eval_batches(source, batch_size, run.config.num_threads)):
+        arrays = loader.to_global(batch, batch_sharding)
+        arrays["index"] = jax.make_array_from_process_local_data(batch_sharding, batch["index"])
+        arrays["log_probs"] = predict(variables, arrays.pop("image"))
+        parts.append(multihost_utils.process_allgather(arrays, tiled=True))
+        if (i + 1) % max(num_batches // 10, 1) == 0 or i + 1 == num_batches:
+            logging.info("predicted %d/%d batches", i + 1, num_batches)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keep = out.pop("mask") > 0
+    order = np.argsort(out["index"][keep], kind="stable")
+    return {"log_probs": out["log_probs"][keep][order], "labels": out["label"][keep][order],
+            "index": out["index"][keep][order]}
+
+
+def ensemble(log_probs: list[np.ndarray]) -> np.ndarray:
+    """log of the mean of the runs' probabilities."""
+    stacked = np.stack(log_probs).astype(np.float64)
+    return np.logaddexp.reduce(stacked, axis=0) - np.log(len(log_probs))
+
+
+def check_same_classes(runs: list[Run]) -> None:
+    for r in runs[1:]:
+        if r.class_names != runs[0].class_names:
+            raise ValueError(f"an ensemble needs the same classes in the same order: "
+                             f"{runs[0].workdir} has {runs[0].class_names}, {r.workdir} has "
+                             f"{r.class_names}")
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+
+
+def _split_source(dataset: sources.Dataset, split: str, workdir: str):
+    source = {"test": dataset.eval, "val": dataset.val, "train": dataset.train}[split]
+    if source is None:
+        raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0")
+    return source
+
+
+def _predict_split(runs: list[Run], datasets: list[sources.Dataset], split: str,
+                   tta_spec: str):
+    """(log-probs averaged over runs, labels, index, source of the first run)."""
+    results, first = [], None
+    for run, dataset in zip(runs, datasets, strict=True):
+        source = _split_source(dataset, split, run.workdir)
+        first = first or source
+        results.append(predict_source(run, source, tta_spec))
+        if not np.array_equal(results[-1]["index"], results[0]["index"]) or not np.array_equal(
+                results[-1]["labels"], results[0]["labels"]):
+            raise ValueError(f"{run.workdir} and {runs[0].workdir} do not have the same "
+                             f"{split} examples: an ensemble must evaluate one dataset")
+    return (ensemble([r["log_probs"] for r in results]), results[0]["labels"],
+            results[0]["index"], first)
+
+
+def calibrate(runs: list[Run], datasets: list[sources.Dataset], split: str, tta_spec: str,
+              labels: np.ndarray, log_probs: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Temperature scaling: fitted on the runs' val split when they have one, otherwise on
+    `split` itself by 2-fold cross-fitting (reported figures are out-of-fold). Returns the
+    record (stored beside the checkpoint of a single run) and calibrated log-probabilities."""
+    if split != "val" and all(d.val is not None for d in datasets):
+        val_log_probs, val_labels, _, _ = _predict_split(runs, datasets, "val", tta_spec)
+        t = calibration.fit_temperature(val_log_probs, val_labels)
+        calibrated = calibration.scaled_log_probs(log_probs, t)
+        record = {"temperature": t, "fitted_on": "val", "fit_examples": len(val_labels),
+                  "leakage": None}
+    else:
+        t = calibration.fit_temperature(log_probs, labels)
+        calibrated = calibration.cross_fitted(log_probs, labels)
+        record = {"temperature": t, "fitted_on": f"{split} (2-fold cross-fitting)",
+                  "fit_examples": len(labels),
+                  "leakage": (f"the run has no validation split (it trained on all of train, "
+                              f"config.val_fraction=0): the temperature was fitted on the "
+                              f"{split} split itself. The 'after' figures here are out-of-fold "
+                              f"(each half scaled by a temperature fitted on the other), but "
+                              f"the stored temperature saw every {split} label; train with "
+                              f"config.val_fraction > 0 for a clean fit.")}
+    record["tta"] = tta_spec
+    return record, calibrated
+
+
+def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[dict]:
+    off = np.array(cm, copy=True)
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:n]
+    return [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
+             "true_index": int(i), "predicted_index": int(j)}
+            for i, j in zip(*np.unravel_index(flat, off.shape), strict=True)
+            if off[i, j] > 0]
+
+
+def output_dir(workdirs: list[str], split: str, tta_spec: str) -> str:
+    name = split + ("_tta" if tta_spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
+    return os.path.join(workdirs[0], "eval", name)
+
+
+def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_spec: str = "",
+             ema: bool = False, out_dir: str | None = None, pictures: bool = True) -> dict:
+    """Evaluates one run (or the ensemble of several) on `split`; writes metrics.json,
+    predictions.npz and, with `pictures`, the PNGs and report.html to `out_dir`; returns the
+    metrics."""
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"--split={split!r}: use test, val or train")
+    runs = [load_run(w, which, ema) for w in workdirs]
+    check_same_classes(runs)
+    for run in runs:  # a bad TTA spec fails before any data is read
+        tta.parse(tta_spec, run.config.crop_frac)
+    names = runs[0].class_names
+    datasets = [sources.create(_streaming(r.config)) for r in runs]
+    log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)
+    probs = np.exp(log_probs)
+    result = {"workdirs": [os.path.abspath(w) for w in workdirs],
+              "checkpoints": [r.step_dir for r in runs], "split": split, "tta": tta_spec,
+              "ema": ema, "skipped": len(source) - len(labels)}
+    result.update(metrics.offline(labels, probs, names))
+    record, calibrated_log_probs = calibrate(runs, datasets, split, tta_spec, labels,
+                                             log_probs)
+    calibrated = np.exp(calibrated_log_probs)
+    for key, fn in (("ece_15", lambda p: metrics.expected_calibration_error(labels, p)),
+                    ("ece_adaptive_15", lambda p: metrics.expected_calibration_error(
+                        labels, p, adaptive=True)),
+                    ("log_loss", lambda p: metrics.log_loss(labels, p))):
+        record[f"{key}_before"], record[f"{key}_after"] = result[key], fn(calibrated)
+    record["stored_in"] = None
+    if len(runs) == 1 and jax.process_index() == 0:
+        calibration.save(runs[0].step_dir, tta_spec, {k: v for k, v in record.items()
+                                                      if k != "stored_in"})
+        record["stored_in"] = os.path.join(runs[0].step_dir, calibration.FILENAME)
+    result["calibration"] = record
+    result["most_confused"] = most_confused(np.array(result["confusion_matrix"]), names)
+
+    out_dir = out_dir or output_dir(workdirs, split, tta_spec)
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        arrays = {"labels": labels.astype(np.int64), "probs": probs.astype(np.float32),
+                  "class_names": np.array(names), "temperature": np.float64(
+                      record["temperature"])}
+        if runs[0].config.dataset.startswith("folder:"):
+            arrays["paths"] = np.array([source.name(int(i)) for i in index])
+        np.savez_compressed(os.path.join(out_dir, "predictions.npz"), **arrays)
+        if pictures:
+            report.write(out_dir, result, labels, probs, calibrated, names,
+                         lambda i: source[int(index[i])]["image"])
+    logging.info("%s: top-1 %.4f, ECE %.4f -> %.4f at T=%.3f; wrote %s", split,
+                 result["accuracy"], record["ece_15_before"], record["ece_15_after"],
+                 record["temperature"], out_dir)
+    return result
+
+
+def define_run_flags() -> None:
+    """The flags evaluate and predict share (defined at start, as each module's main runs)."""
+    flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble (the mean "
+                              "of the runs' probabilities).")
+    flags.DEFINE_string("checkpoint", "best", "best | last | a step number")
+    flags.DEFINE_string("tta", "", "test-time augmentation: flip, crops5, crops5(R), joined "
+                        "by | ('': none)")
+    flags.DEFINE_bool("ema", False, "use the moving average of the parameters")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    writers.quiet_libraries()
+    f = flags.FLAGS
+    evaluate(f.workdir, f.split, f.checkpoint, f.tta, f.ema, f.out_dir)
+
+
+if __name__ == "__main__":
+    define_run_flags()
+    flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
+                      "val: its config.val_fraction hold-out; train.")
+    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta][_ensemble]")
+    app.run(main)

@@ -1,0 +1,153 @@
+"""Top-k labels with confidence for image files, with a run's own eval preprocessing.
+
+    python -m jaxcls.predict --workdir=W IMAGE_OR_DIR ... [--top_k=5] [--json] [--tta=flip]
+
+Folders are walked recursively; files are decoded in parallel and predicted in batches over all
+devices. A file that is not a readable image is reported on stderr and skipped (exit code 0 when
+at least one image was predicted). Probabilities use the temperature stored by
+`jaxcls.evaluate` for the checkpoint (and TTA spec) when there is one. Several --workdir: the
+mean of the runs' (calibrated) probabilities.
+"""
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from jaxcls import calibration, evaluate, sharding, writers
+from jaxcls.data import images
+
+
+def expand(paths: Iterable[str]) -> Iterator[str]:
+    """Files as given, and every non-hidden file under given folders (sorted)."""
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                yield from (os.path.join(root, f) for f in sorted(files)
+                            if not f.startswith("."))
+        else:
+            yield p
+
+
+def _load(path: str, size: int, crop_frac: float) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return images.load_image(path, size, crop_frac), None
+    except Exception as e:  # PIL raises many types on non-image input; each means "skip it"
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _progress(done: int, total: int, skipped: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files, "
+                     f"{skipped} skipped")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+class Predictor:
+    """Probabilities of one run (or the mean over several) for uint8 images of each run's size."""
+
+    def __init__(self, workdirs: list[str], which: str = "best", tta_spec: str = "",
+                 ema: bool = False):
+        self.runs = [evaluate.load_run(w, which, ema) for w in workdirs]
+        evaluate.check_same_classes(self.runs)
+        self.class_names = self.runs[0].class_names
+        self.batch_size = max(evaluate.global_batch_size(r.config) for r in self.runs)
+        mesh = sharding.make_mesh()
+        self.fns = [r.predict_fn(tta_spec) for r in self.runs]
+        self.variables = [jax.device_put(r.variables, sharding.replicated(mesh))
+                          for r in self.runs]
+        self.temperatures = []
+        for r in self.runs:
+            t = calibration.temperature(r.step_dir, tta_spec)
+            if t is None:
+                logging.warning("%s has no temperature for TTA %r (run jaxcls.evaluate with "
+                                "that TTA first): probabilities are uncalibrated", r.step_dir,
+                                tta_spec)
+            self.temperatures.append(t or 1.0)
+
+    def preprocessings(self) -> set[tuple[int, float]]:
+        """The distinct (image_size, crop_frac) the runs read images at."""
+        return {(r.config.image_size, r.config.crop_frac) for r in self.runs}
+
+    def probs(self, decoded: dict[tuple[int, float], np.ndarray]) -> np.ndarray:
+        """[N, C] from {(size, crop_frac): uint8 [N, size, size, 3]}."""
+        log_probs = []
+        for run, fn, variables, t in zip(self.runs, self.fns, self.variables,
+                                         self.temperatures, strict=True):
+            x = decoded[(run.config.image_size, run.config.crop_frac)]
+            n = len(x)
+            # Padded to the full batch: one compilation, and a multiple of the device count.
+            padded = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]),
+                                                 x.dtype)])
+            out = np.asarray(jax.device_get(fn(variables, padded)))[:n]
+            log_probs.append(calibration.scaled_log_probs(out, t))
+        return np.exp(evaluate.ensemble(log_probs))
+
+
+def predict(workdirs: list[str], paths: Iterable[str], top_k: int = 5, which: str = "best",
+            tta_spec: str = "", ema: bool = False, threads: int = 8,
+            progress: bool = True) -> Iterator[dict]:
+    """Yields {"path", "top_k": [(label, probability), ...]} per readable image, or
+    {"path", "error"} for a file that is not one."""
+    predictor = Predictor(workdirs, which, tta_spec, ema)
+    files = list(expand(paths))
+    k = min(top_k, len(predictor.class_names))
+    done = skipped = 0
+    with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
+        for start in range(0, len(files), predictor.batch_size):
+            chunk = files[start:start + predictor.batch_size]
+            decoded, ok = {}, None
+            for size, crop_frac in predictor.preprocessings():
+                loaded = list(pool.map(lambda p, s=size, c=crop_frac: _load(p, s, c), chunk))
+                ok = [i for i, (x, _) in enumerate(loaded) if x is not None]
+                errors = {i: e for i, (_, e) in enumerate(loaded) if e is not None}
+                decoded[(size, crop_frac)] = np.stack([loaded[i][0] for i in ok]) if ok else None
+            for i, error in sorted(errors.items()):
+                skipped += 1
+                yield {"path": chunk[i], "error": error}
+            if ok:
+                probs = predictor.probs(decoded)
+                for i, p in zip(ok, probs, strict=True):
+                    top = np.argsort(-p, kind="stable")[:k]
+                    yield {"path": chunk[i],
+                           "top_k": [(predictor.class_names[j], float(p[j])) for j in top]}
+            done += len(chunk)
+            if progress:
+                _progress(done, len(files), skipped)
+
+
+def main(argv):
+    writers.quiet_libraries()
+    f = flags.FLAGS
+    if len(argv) < 2:
+        raise app.UsageError("give image files or folders to predict")
+    predicted = 0
+    bar = sys.stderr.isatty()  # a progress bar on a terminal, nothing in logs
+    for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema, progress=bar):
+        if "error" in r:
+            print(("\r\033[K" if bar else "")  # clears the bar's line first
+                  + f"skipping {r['path']}: not a readable image ({r['error']})",
+                  file=sys.stderr)
+        elif f.json:
+            print(json.dumps({"path": r["path"], "top_k": [{"label": n, "probability": p}
+                                                          for n, p in r["top_k"]]}))
+        else:
+            print(f"{r['path']}: " + ", ".join(f"{n} {p:.3f}" for n, p in r["top_k"]))
+        predicted += "error" not in r
+    return 0 if predicted else 1
+
+
+if __name__ == "__main__":
+    evaluate.define_run_flags()
+    flags.DEFINE_integer("top_k", 5, "labels printed per image")
+    flags.DEFINE_bool("json", False, "one JSON object per line")
+    app.run(main)
