@@ -32,11 +32,33 @@ def _labels(labels) -> np.ndarray:
     return labels.astype(np.float32 if labels.ndim == 2 else np.int32)
 
 
-`{"image": uint8 [S, S, 3], "label": int32, "bad": bool, "index": int32}` (for
-`task='multilabel'` the label is multi-hot float32 [C]); `record(i)` is the same example
-undecoded (a path or an array), for the loader to decode with a random crop. An
-unreadable image comes back with `bad=True` and a zero image, so a corrupt file in hour 20
-costs one masked slot in a batch, not the run.
+def decode(record: dict, size: int, crop_frac: float = 1.0,
+           random_crop: images.RandomCrop | None = None,
+           rng: np.random.Generator | None = None) -> dict:
+    """An undecoded record (`source.record(i)`) -> an example; eval geometry, or a random
+    resized crop drawn from `rng` when `random_crop` = (scale, ratio) is given."""
+    try:
+        image = images.decode(record["data"], size, crop_frac, random_crop, rng)
+    except Exception:  # PIL raises many types on corrupt input; all mean "skip this file"
+        return example(np.zeros((size, size, 3), np.uint8), record["label"], record["index"],
+                       True)
+    return example(image, record["label"], record["index"])
+
+
+class _Source:
+    """Random access for grain: `record(i)` is the undecoded example {"data": path, encoded
+    bytes or array, "label", "index"}; `source[i]` decodes it at the eval geometry."""
+
+    size: int
+    crop_frac: float = 1.0
+
+    def __getitem__(self, i: int) -> dict:
+        return decode(self.record(i), self.size, self.crop_frac)
+
+
+class ArraySource(_Source):
+    """Images already decoded in memory: uint8 [N, S, S, 3], int labels [N] or multi-hot
+    [N, C]."""
 
     def __init__(self, images_: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None):
         self.images, self.labels = images_, _labels(labels)
