@@ -6,6 +6,9 @@ key that is not below, so a typo fails at start with its name. Durations come in
 set either; where both are set, the `_steps` one wins.
 """
 
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -87,3 +90,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000  # also saved at every evaluation and at the end
     c.keep_checkpoints = 3  # keep the last K checkpoints, plus the best by eval accuracy
     return c
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of the config file at `path` (for notebooks, sweeps and tests; the command
+    line uses ml_collections' --config flag)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
