@@ -81,6 +81,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.label_smoothing = 0.0  # cross-entropy label smoothing
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
+    # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
+    c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
+    c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'
+    c.fsdp_min_size = 2**14  # fsdp: arrays with fewer elements (biases, norms) stay replicated
+
     # --- loop, evaluation, checkpoints ------------------------------------------------------------
     c.seed = 0  # one seed for init, data order, augmentation and splits
     c.log_every_steps = 50  # progress line, TensorBoard and metrics.jsonl every N steps

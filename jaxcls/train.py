@@ -49,6 +49,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
     if config.num_steps is None and config.num_epochs is None:
         raise ValueError("set config.num_epochs or config.num_steps")
+    sharding.rules(config.sharding)
+    sharding.mesh_shape(config.mesh, jax.device_count())
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[key] <= 0:
             raise ValueError(f"config.{key}={config[key]} must be positive")
@@ -141,7 +143,9 @@ def state_initializer(config: ml_collections.ConfigDict, model, tx):
 
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
     """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated."""
-    state_sharding = sharding.tree_shardings(mesh, abstract_state)
+    state_sharding = sharding.tree_shardings(mesh, abstract_state,
+                                             sharding.rules(config.sharding),
+                                             config.fsdp_min_size)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train_step = jax.jit(steps.make_train_step(model, tx, config),
                          in_shardings=(state_sharding, batch_sharding, replicated),
@@ -183,7 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     logging.warning("skipping unreadable image %s", name)
 
     # ---- mesh, model, optimizer, state ------------------------------------------------------
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(config.mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
@@ -193,8 +197,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
                                                           abstract_state)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    logging.info("model %s: %s parameters on %d device(s)", config.model, f"{num_params:,}",
-                 jax.device_count())
+    logging.info("model %s: %s parameters on %d device(s); train state %.1f MiB per device "
+                 "(%s)", config.model, f"{num_params:,}", jax.device_count(),
+                 sharding.bytes_per_device(abstract_state, state_sharding) / 2**20,
+                 config.sharding)
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
                                        config.seed, config.num_workers, config.num_threads)
@@ -212,6 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          "batch_stats": abstract_state.batch_stats},
             new_head=lambda: jax.jit(lambda r: init(r).params["head"])(init_rng),
             replace_head=config.init_new_head)
+        variables = sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
         state = jax.jit(lambda v: init(init_rng, variables=v),
                         out_shardings=state_sharding)(variables)
         logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
