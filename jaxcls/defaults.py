@@ -100,9 +100,14 @@ def get_config() -> ml_collections.ConfigDict:
 def load_config(path: str) -> ml_collections.ConfigDict:
     """`get_config()` of the config file at `path` (for notebooks, sweeps and tests; the command
     line uses ml_collections' --config flag)."""
+    return load_module(path, "config file").get_config()
+
+
+def load_module(path: str, kind: str = "file"):
+    """The Python file at `path` (a config or sweep file) as a module."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+        raise FileNotFoundError(f"{kind} {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module
