@@ -3,8 +3,6 @@
 import functools
 import json
 import os
-import signal
-import threading
 import time
 
 import jax
@@ -13,7 +11,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcls import checkpoint, defaults, metrics, models, optim, sharding, steps, weights, writers
+from jaxcls import (
+    checkpoint,
+    defaults,
+    metrics,
+    models,
+    optim,
+    preemption,
+    sharding,
+    steps,
+    weights,
+    writers,
+)
 from jaxcls.data import loader, sources
 
 
@@ -54,24 +63,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[key] <= 0:
             raise ValueError(f"config.{key}={config[key]} must be positive")
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop saves at the next step boundary and returns."""
-
-    def __init__(self):
-        self.signal = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # signals reach only it
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def _best_eval(metrics_path: str) -> tuple[float, int | None]:
@@ -239,7 +230,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
     best_accuracy, best_step = _best_eval(os.path.join(workdir, "metrics.jsonl"))
-    stop = _StopFlag()
+    stop = preemption.StopRequest()
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
@@ -281,10 +272,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
         pending.append(m)
         done = step + 1
+        stopping = stop.reached(done)  # the same step on every process
         is_eval = ((eval_every and done % eval_every == 0)
                    or (done == total_steps and config.final_eval))
         is_save = (is_eval or done % config.checkpoint_every_steps == 0
-                   or done == total_steps or stop.signal)
+                   or done == total_steps or stopping)
         if done % config.log_every_steps == 0 or is_save:
             log_train(done)
         if is_eval:
@@ -301,7 +293,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
         if is_save:
             save(done, last_eval if is_eval else None)
-        if stop.signal:
+        if stopping:
             logging.warning("%s received: saved step %d, exiting; rerun the same command to "
                             "resume", stop.signal, done)
             break

@@ -11,10 +11,15 @@ def _read_options(num_threads: int) -> grain.ReadOptions:
 
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
                    num_threads: int = 4) -> grain.DatasetIterator:
-    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state."""
-    ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
+    """Endless batches of this process's rows of each global batch, reshuffled every epoch.
+
+    Process p of n gets rows [p * local_batch, (p + 1) * local_batch) of every global batch, so
+    the global batches, and the iterator state (a position counted in batches), do not depend
+    on the number of processes: a run can resume on a different number of hosts.
+    """
+    ds = grain.MapDataset.source(source)
     ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat draws a new order per epoch
-    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds.batch(local_batch, drop_remainder=True)[jax.process_index()::jax.process_count()]
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
