@@ -49,7 +49,7 @@ def peak_flops(device_kind: str) -> float | None:
 
 def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
     """Compile time, FLOPs and median ms of the train step on synthetic on-device data."""
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(config.mesh)
     model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
     init = train.state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, jax.random.key(0))

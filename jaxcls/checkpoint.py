@@ -4,6 +4,8 @@ All orbax calls live here (orbax's v1 API is expected to replace v0 at its 1.0).
 Kept: the last `keep` checkpoints plus the best by eval accuracy.
 """
 
+import glob
+import json
 import os
 
 import grain
@@ -35,11 +37,23 @@ class Checkpointer:
             metrics=eval_metrics, force=True)
 
     def restore(self, step: int, abstract_state, data_iter):
-        """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings);
-        `data_iter` is moved to where it was when that step was saved."""
+        """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings, so
+        any mesh: orbax reshards); `data_iter` is moved to where it was when that step was saved.
+
+        A checkpoint written by a different number of processes restores too: the loader's
+        iterator state is the same on every process (a position in global batches), so the
+        saved one is set on this process's iterator.
+        """
+        iter_dir = os.path.join(self.path(step), "data_iter")
+        own = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if os.path.exists(os.path.join(iter_dir, own)):
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+            return restored["state"]
+        data_iter.set_state(_shared_iterator_state(iter_dir))
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+            state=ocp.args.StandardRestore(abstract_state)))
         return restored["state"]
 
     def path(self, step: int) -> str:
@@ -50,6 +64,21 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _shared_iterator_state(iter_dir: str) -> dict:
+    """The data-iterator state every process saved in `iter_dir` (they must agree)."""
+    names = sorted(glob.glob(os.path.join(iter_dir, "process_*-of-*.json")))
+    if not names:
+        raise FileNotFoundError(f"no data-iterator state in {iter_dir}")
+    states = {}
+    for name in names:
+        with open(name) as f:
+            states[os.path.basename(name)] = json.load(f)
+    if any(s != states[os.path.basename(names[0])] for s in states.values()):
+        raise ValueError(f"the processes that wrote {iter_dir} were at different data positions "
+                         f"({states}); resume it on the same number of processes")
+    return states[os.path.basename(names[0])]
 
 
 def abstract(tree, shardings):

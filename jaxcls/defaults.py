@@ -104,6 +104,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.label_smoothing = 0.0  # cross-entropy label smoothing
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
+    # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
+    c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
+    c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'
+    c.fsdp_min_size = 2**14  # fsdp: arrays with fewer elements (biases, norms) stay replicated
+
     # --- loop, evaluation, checkpoints ------------------------------------------------------------
     c.seed = 0  # one seed for init, data order, augmentation and splits
     c.log_every_steps = 50  # progress line, TensorBoard and metrics.jsonl every N steps
@@ -121,9 +126,14 @@ def get_config() -> ml_collections.ConfigDict:
 def load_config(path: str) -> ml_collections.ConfigDict:
     """`get_config()` of the config file at `path` (for notebooks, sweeps and tests; the command
     line uses ml_collections' --config flag)."""
+    return load_module(path, "config file").get_config()
+
+
+def load_module(path: str, kind: str = "file"):
+    """The Python file at `path` (a config or sweep file) as a module."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+        raise FileNotFoundError(f"{kind} {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module

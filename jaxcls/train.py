@@ -3,8 +3,6 @@
 import functools
 import json
 import os
-import signal
-import threading
 import time
 
 import jax
@@ -21,6 +19,7 @@ from jaxcls import (
     models,
     monitor,
     optim,
+    preemption,
     sharding,
     steps,
     thresholds,
@@ -68,27 +67,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.val_fraction={config.val_fraction} must be in [0, 1)")
     if config.num_steps is None and config.num_epochs is None:
         raise ValueError("set config.num_epochs or config.num_steps")
+    sharding.rules(config.sharding)
+    sharding.mesh_shape(config.mesh, jax.device_count())
     for key in ("image_size", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[key] <= 0:
             raise ValueError(f"config.{key}={config[key]} must be positive")
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop saves at the next step boundary and returns."""
-
-    def __init__(self):
-        self.signal = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # signals reach only it
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def _eval_rows(metrics_path: str) -> list[dict]:
@@ -210,7 +193,9 @@ def state_initializer(config: ml_collections.ConfigDict, model, tx):
 
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
     """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated."""
-    state_sharding = sharding.tree_shardings(mesh, abstract_state)
+    state_sharding = sharding.tree_shardings(mesh, abstract_state,
+                                             sharding.rules(config.sharding),
+                                             config.fsdp_min_size)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train_step = jax.jit(steps.make_train_step(model, tx, config),
                          in_shardings=(state_sharding, batch_sharding, replicated),
@@ -256,7 +241,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     logging.warning("skipping unreadable image %s", name)
 
     # ---- mesh, model, optimizer, state ------------------------------------------------------
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(config.mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
@@ -266,8 +251,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
                                                           abstract_state)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    logging.info("model %s: %s parameters on %d device(s)", config.model, f"{num_params:,}",
-                 jax.device_count())
+    logging.info("model %s: %s parameters on %d device(s); train state %.1f MiB per device "
+                 "(%s)", config.model, f"{num_params:,}", jax.device_count(),
+                 sharding.bytes_per_device(abstract_state, state_sharding) / 2**20,
+                 config.sharding)
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
                                        config.seed, config.num_workers, config.num_threads,
@@ -287,6 +274,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          "batch_stats": abstract_state.batch_stats},
             new_head=lambda: jax.jit(lambda r: init(r).params["head"])(init_rng),
             replace_head=config.init_new_head)
+        variables = sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
         state = jax.jit(lambda v: init(init_rng, variables=v),
                         out_shardings=state_sharding)(variables)
         logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
@@ -312,7 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
         logging.info("%s; not training further", early_stop)
-    stop = _StopFlag()
+    stop = preemption.StopRequest()
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
@@ -355,10 +343,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
         pending.append(m)
         done = step + 1
+        stopping = stop.reached(done)  # the same step on every process
         is_eval = ((eval_every and done % eval_every == 0)
                    or (done == total_steps and config.final_eval))
         is_save = (is_eval or done % config.checkpoint_every_steps == 0
-                   or done == total_steps or stop.signal)
+                   or done == total_steps or stopping)
         if done % config.log_every_steps == 0 or is_save:
             log_train(done)
         if is_eval:
@@ -385,7 +374,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
         if is_save:
             save(done, last_eval if is_eval else None)
-        if stop.signal:
+        if stopping:
             logging.warning("%s received: saved step %d, exiting; rerun the same command to "
                             "resume", stop.signal, done)
             break

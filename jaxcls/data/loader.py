@@ -56,10 +56,10 @@ def _decode_cropped(record: dict, rng: np.random.Generator, size: int,
 
 class _ClassBalanced(grain.MapDataset):
     """Endless draws from `parent`: position k picks a class uniformly, then one of its examples
-    uniformly, with a generator seeded by (seed, process, k). A pure function of the position, so a
+    uniformly, with a generator seeded by (seed, k). A pure function of the position, so a
     restored iterator replays the same draws, and workers need no shared state."""
 
-    def __init__(self, parent: grain.MapDataset, labels: np.ndarray, seed: tuple[int, int]):
+    def __init__(self, parent: grain.MapDataset, labels: np.ndarray, seed: tuple[int, ...]):
         super().__init__(parent)
         self._members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
         self._seed = seed
@@ -78,8 +78,11 @@ class _ClassBalanced(grain.MapDataset):
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
                    num_threads: int = 4, random_crop: images.RandomCrop | None = None,
                    class_balanced: bool = False) -> grain.DatasetIterator:
-    """Endless batches of this process's shard, reshuffled every epoch; checkpointable state.
+    """Endless batches of this process's rows of each global batch, reshuffled every epoch.
 
+    Process p of n gets rows [p * local_batch, (p + 1) * local_batch) of every global batch, so
+    the global batches, and the iterator state (a position counted in batches), do not depend
+    on the number of processes: a run can resume on a different number of hosts.
     `random_crop=(scale, ratio)`: each image is an Inception-style random resized crop of the
     original, made while decoding; None: the eval geometry (resize, centre crop). Crops are
     drawn from grain's per-element generator (seed, position in the endless stream): the same
@@ -91,20 +94,19 @@ def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
         if class_balanced:
             raise ValueError("config.class_balanced_sampler needs config.input.backend='grain'")
         return tf_input.train_iterator(source, local_batch, seed, num_threads, random_crop)
-    shard = slice(jax.process_index(), None, jax.process_count())
-    ds = grain.MapDataset.source(source if random_crop is None else _Records(source))[shard]
+    ds = grain.MapDataset.source(source if random_crop is None else _Records(source))
     if class_balanced:
         labels = getattr(source, "labels", None)
         if labels is None or np.ndim(labels) != 1:
             raise ValueError("config.class_balanced_sampler needs int class labels listed up "
                              f"front, which {type(source).__name__} does not have")
-        ds = _ClassBalanced(ds, np.asarray(labels)[shard], (seed, jax.process_index()))
+        ds = _ClassBalanced(ds, np.asarray(labels), (seed,))
     else:
         ds = ds.seed(seed).shuffle().repeat(None)  # shuffle-then-repeat: a new order per epoch
     if random_crop is not None:
         ds = ds.random_map(functools.partial(_decode_cropped, size=source.size,
                                              random_crop=random_crop), seed=seed)
-    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds.batch(local_batch, drop_remainder=True)[jax.process_index()::jax.process_count()]
     it = ds.to_iter_dataset(_read_options(num_threads))
     if num_workers > 0:
         if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a notebook never parsed them

@@ -1,0 +1,136 @@
+"""Multi-process runs: 2 processes x 2 CPU devices joined by jax.distributed (gloo collectives,
+coordinator on 127.0.0.1) through launch/local.sh == 1 process x 4 devices; SIGTERM to the
+launcher, resumed on 1 process; cluster detection; the launchers parse."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from jaxcls import distributed
+from tests.conftest import ROOT
+from tests.test_distributed import _final_params, _finish, _rows, _wait_for_step
+
+CONFIG = """
+import json
+from tests.conftest import tiny_config
+def get_config():
+    return tiny_config(**json.loads(OVERRIDES))
+"""
+
+
+def _main(tmp_path, workdir: str, processes: int, devices: int, **overrides):
+    """`python -m jaxcls.main` on `processes` x `devices` CPU devices; more than one process
+    goes through launch/local.sh."""
+    config = tmp_path / "config.py"
+    config.write_text(CONFIG.replace("OVERRIDES", repr(json.dumps(overrides))))
+    cmd = [sys.executable, "-m", "jaxcls.main", f"--config={config}", f"--workdir={workdir}"]
+    # The resumed 1-process run reuses the reference run's compiled steps from this cache.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if processes > 1:
+        cmd = ["bash", os.path.join(ROOT, "launch", "local.sh"), str(processes), *cmd]
+        env["CPU_DEVICES_PER_PROCESS"] = str(devices)
+    else:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def test_two_processes_match_one_and_resume_on_one(tmp_path):
+    # Eval every 4 steps over the 360 digits of the eval split: 12 batches of 32, the last one
+    # padded, 180 examples per process.
+    overrides = dict(num_steps=40, batch_size=32, eval_every_steps=4, checkpoint_every_steps=100)
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    reference = _main(tmp_path, one, processes=1, devices=4, **overrides)
+
+    proc = _main(tmp_path, two, processes=2, devices=2, **overrides)
+    _wait_for_step(two, 5, proc, timeout=600)
+    proc.send_signal(signal.SIGTERM)  # to local.sh, which forwards it to both processes
+    out = _finish(proc)
+    assert "process 1 of 2 (flags): 2 local of 4 devices" in out
+    stopped = json.load(open(os.path.join(two, "summary.json")))
+    assert stopped["stopped_by"] == "SIGTERM" and 5 <= stopped["steps"] < 40, stopped
+    saved = stopped["steps"]
+    assert str(saved) in os.listdir(os.path.join(two, "checkpoints"))
+    # Only process 0 wrote: every step once.
+    assert [r["step"] for r in _rows(two)] == list(range(1, saved + 1))
+
+    out = _finish(_main(tmp_path, two, processes=1, devices=4, **overrides))
+    assert f"resumed from {os.path.join(two, 'checkpoints', str(saved))}" in out
+    _finish(reference)
+
+    # Steps 1..saved ran on 2 processes, the rest on 1: every loss as in the 1-process run
+    # (the all-reduces add in a different order, hence the tolerance).
+    assert [r["step"] for r in _rows(two)] == list(range(1, 41))
+    np.testing.assert_allclose([r["loss"] for r in _rows(two)],
+                               [r["loss"] for r in _rows(one)], rtol=1e-4)
+    evals_one, evals_two = _rows(one, "eval"), _rows(two, "eval")
+    assert [r["step"] for r in evals_two] == [r["step"] for r in evals_one] == list(range(4, 41, 4))
+    for a, b in zip(evals_one, evals_two, strict=True):  # no example counted twice or dropped
+        assert round(a["accuracy"] * 360) == round(b["accuracy"] * 360)
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4)
+    a, b = _final_params(one, 40), _final_params(two, 40)
+    for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+
+
+def test_detect_cluster():
+    assert distributed.detect_cluster({}) in (None, "gcetpu")  # gcetpu only on a TPU VM
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "gpu[01-02]",
+             "SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_STEP_NUM_NODES": "2"}
+    assert distributed.detect_cluster(slurm) == "slurm"
+    # An sbatch script outside srun, or a single task, is a single process.
+    assert distributed.detect_cluster({**slurm, "SLURM_NTASKS": "1"}) != "slurm"
+    no_step = {k: v for k, v in slurm.items() if k != "SLURM_STEP_NODELIST"}
+    assert distributed.detect_cluster(no_step) != "slurm"
+    assert distributed.detect_cluster({"OMPI_COMM_WORLD_SIZE": "4"}) == "ompi"
+    assert distributed.detect_cluster({"TPU_WORKER_HOSTNAMES": "w-0,w-1"}) == "gketpu"
+
+
+def test_slurm_local_device_ids():
+    per_gpu = {"SLURM_NTASKS": "16", "SLURM_STEP_NUM_NODES": "2",
+               "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    assert distributed.slurm_local_device_ids(per_gpu) is None  # JAX: GPU number SLURM_LOCALID
+    per_node = {**per_gpu, "SLURM_NTASKS": "2"}
+    assert distributed.slurm_local_device_ids(per_node) == list(range(8))
+    own_gpu = {**per_gpu, "CUDA_VISIBLE_DEVICES": "5"}  # --gpus-per-task=1
+    assert distributed.slurm_local_device_ids(own_gpu) == [0]
+
+
+def test_initialize_rejects_incomplete_flags():
+    with pytest.raises(ValueError, match=r"missing \['--process_id'\]"):
+        distributed.initialize("127.0.0.1:1234", 2, None, environ={})
+    with pytest.raises(ValueError, match="--process_id=2 must be in"):
+        distributed.initialize("127.0.0.1:1234", 2, 2, environ={})
+    if distributed.detect_cluster({}) is None:  # not on a TPU VM: one SLURM task stays alone
+        assert distributed.initialize(environ={"SLURM_NTASKS": "1"}) is None
+
+
+def test_launchers_parse():
+    for script in ("local.sh", "slurm.sbatch", "tpu_vm.sh"):
+        subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", script)], check=True)
+    with open(os.path.join(ROOT, "launch", "k8s_jobset.yaml")) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    [jobset] = [d for d in docs if d["kind"] == "JobSet"]
+    [replicated] = jobset["spec"]["replicatedJobs"]
+    job = replicated["template"]["spec"]
+    [container] = job["template"]["spec"]["containers"]
+    command = " ".join(container["command"] + container.get("args", []))
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    # One pod per process, indexed 0..N-1, all named in the command; process 0's pod hosts
+    # the coordinator at JobSet's DNS name <jobset>-<replicated job>-0-0.<subdomain>.
+    assert replicated["replicas"] == 1 and job["completionMode"] == "Indexed"
+    assert job["parallelism"] == job["completions"] == int(env["NUM_PROCESSES"])
+    name = jobset["metadata"]["name"]
+    subdomain = jobset["spec"].get("network", {}).get("subdomain", name)
+    host, port = env["JAX_COORDINATOR_ADDRESS"].rsplit(":", 1)
+    assert host == f"{name}-{replicated['name']}-0-0.{subdomain}" and int(port) > 0
+    assert "--num_processes=$NUM_PROCESSES" in command
+    assert "--process_id=$JOB_COMPLETION_INDEX" in command
