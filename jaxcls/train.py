@@ -281,11 +281,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
 
-    def evaluate(state) -> metrics.Metrics:
-        batches = loader.eval_batches(dataset.eval, config.batch_size, config.num_threads)
+    def evaluate(state, source=dataset.eval) -> metrics.Metrics:
+        batches = loader.eval_batches(source, config.batch_size, config.num_threads)
         collected = None
         for batch in batches:
-            note_unreadable(batch, dataset.eval)
+            note_unreadable(batch, source)
             m = eval_step(state, loader.to_global(batch, batch_sharding))
             collected = m if collected is None else collected.merge(m)
         if collected is None:
@@ -386,11 +386,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.wait()
     ckpt.close()
     writer.close()
-    if (config.task == "multilabel" and collected is not None and jax.process_index() == 0
-            and os.path.isdir(ckpt.path(evals[-1]["step"]))):
-        path = thresholds.save(ckpt.path(evals[-1]["step"]), *collected.mAP.arrays(),
-                               dataset.class_names)
-        logging.info("per-label thresholds (max F1 on the eval split) in %s", path)
+    final_step = int(state.step)
+    if config.task == "multilabel" and collected is not None and evals[-1]["step"] == final_step:
+        # Thresholds from the val hold-out when there is one (then the eval F1 at them is out
+        # of sample), else from the eval split itself.
+        fit_on = "val" if dataset.val is not None else "eval"
+        fit = evaluate(state, dataset.val).mAP if dataset.val is not None else collected.mAP
+        if jax.process_index() == 0 and os.path.isdir(ckpt.path(final_step)):
+            path = thresholds.save(ckpt.path(final_step), fit.arrays(), collected.mAP.arrays(),
+                                   dataset.class_names, fit_on)
+            logging.info("per-label thresholds (max F1 on the %s split) in %s", fit_on, path)
     summary = {
         "steps": int(state.step),
         "total_steps": total_steps,

@@ -137,7 +137,7 @@ def test_command_writes_the_maps_it_computes(trained, tmp_path):
                                                            saved, size=32))
 
 
-def test_errors_name_the_bad_layer_or_method(trained, tmp_path):
+def test_default_layer_and_errors_naming_the_bad_layer_or_method(trained, tmp_path):
     run, paths = trained["run"], trained["paths"][:1]
     with pytest.raises(ValueError, match=r"valid module paths: \[.*'stage2_block1'"):
         explain.explain_files(run, paths, "gradcam", str(tmp_path), layer="stage9_block1")
@@ -145,6 +145,10 @@ def test_errors_name_the_bad_layer_or_method(trained, tmp_path):
         explain.explain_files(run, paths, "rollout", str(tmp_path))
     with pytest.raises(ValueError, match=r"--class='green'.*\['blue', 'red'\]"):
         explain.parse_class("green", run.class_names)
+    convnext = models.create("convnext_atto", 2, depths=(1, 1, 1, 2), dims=(8, 8, 8, 8))
+    variables = jax.eval_shape(convnext.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert explain.default_layer(explain.spatial_layers(convnext, variables, (32, 32, 3))) == (
+        "stage4_block2")
     vit_model = models.create("vit_ti4", 2, width=16, depth=1, num_heads=2, mlp_dim=32)
     with pytest.raises(ValueError, match=r"'gradcam' does not apply to a ViT.*'rollout'"):
         explain.check_method(vit_model, "gradcam")

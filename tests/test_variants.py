@@ -170,24 +170,27 @@ def _digits_multilabel_folder(root) -> None:
 def test_multilabel_folder_training_learns(tmp_path):
     _digits_multilabel_folder(tmp_path / "data")
     config = tiny_config(task="multilabel", dataset=f"folder:{tmp_path / 'data'}",
-                         num_steps=120, log_every_steps=40,
+                         num_steps=120, log_every_steps=40, val_fraction=0.2,
                          class_weights="balanced")
     workdir = str(tmp_path / "run")
     train.run(config, workdir)
     evals = [r for line in open(os.path.join(workdir, "metrics.jsonl"))
              if (r := json.loads(line))["split"] == "eval"]
     assert {"loss", "accuracy", "exact_match", "mAP"} <= set(evals[-1])
-    # Per label, the majority guess is right 50-55% of the time; these labels need the digit.
-    assert evals[-1]["accuracy"] > 0.85 and evals[-1]["mAP"] > 0.9
-    assert evals[-1]["exact_match"] > 0.7
+    # Per label the majority guess is right 50-55% of the time, random scores give an AP of
+    # about the positive rate (~0.5) and an exact match of ~0.25; these labels need the digit.
+    # (Measured 2026-11-24: accuracy 0.872, mAP 0.956, exact match 0.754.)
+    assert evals[-1]["accuracy"] > 0.8 and evals[-1]["mAP"] > 0.9
+    assert evals[-1]["exact_match"] > 0.6
     resolved = json.load(open(os.path.join(workdir, "config.json")))["class_weights"]
     labels = sources.create(config).train.labels
     np.testing.assert_allclose([float(w) for w in resolved.split(",")],
                                losses.balanced_class_weights(labels, 2), rtol=1e-5)
+    # Thresholds fitted on the val hold-out (300 of train's 1,500), F1 at them on the test split.
     saved = json.load(open(os.path.join(workdir, "checkpoints", "120", thresholds.FILENAME)))
-    assert saved["class_names"] == ["big", "odd"] and saved["examples"] == 297
-    assert all(f1 >= f for f1, f in zip(saved["f1_at_thresholds_in_sample"], saved["f1_at_0.5"],
-                                        strict=True))
+    assert saved["class_names"] == ["big", "odd"] and saved["fitted_on"] == "val"
+    assert saved["fit_examples"] == 300 and saved["eval"]["examples"] == 297
+    assert not saved["eval"]["in_sample"] and min(saved["eval"]["f1_at_thresholds"]) > 0.75
 
 
 def _iterator(source, seed, balanced=True):
