@@ -293,6 +293,8 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     model = explainable_model(run.model)
     check_method(model, method)
     size = config.image_size
+    if layer is not None and method not in ("gradcam", "gradcam++"):
+        raise ValueError(f"--layer={layer!r} applies to gradcam and gradcam++, not {method}")
     if method in ("gradcam", "gradcam++"):
         layers = spatial_layers(model, run.variables, (size, size, 3))
         if layer is None:

@@ -141,6 +141,9 @@ def test_default_layer_and_errors_naming_the_bad_layer_or_method(trained, tmp_pa
     run, paths = trained["run"], trained["paths"][:1]
     with pytest.raises(ValueError, match=r"valid module paths: \[.*'stage2_block1'"):
         explain.explain_files(run, paths, "gradcam", str(tmp_path), layer="stage9_block1")
+    with pytest.raises(ValueError, match=r"--layer='stage2_block1' applies to gradcam"):
+        explain.explain_files(run, paths, "integrated_gradients", str(tmp_path),
+                              layer="stage2_block1")
     with pytest.raises(ValueError, match=r"'rollout' does not apply to a ResNet.*'gradcam'"):
         explain.explain_files(run, paths, "rollout", str(tmp_path))
     with pytest.raises(ValueError, match=r"--class='green'.*\['blue', 'red'\]"):
