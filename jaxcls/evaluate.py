@@ -311,13 +311,18 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
     return result
 
 
-def define_run_flags() -> None:
-    """The flags evaluate and predict share (defined at start, as each module's main runs)."""
-    flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble (the mean "
-                              "of the runs' probabilities).")
+def define_run_flags(ensemble: bool = True, tta: bool = True) -> None:
+    """The flags evaluate, predict and explain share (defined at start, as each module's main
+    runs): --workdir (repeatable with `ensemble`), --checkpoint, --ema and, with `tta`, --tta."""
+    if ensemble:
+        flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble (the "
+                                  "mean of the runs' probabilities).")
+    else:
+        flags.DEFINE_string("workdir", None, "Run directory (its config.json and checkpoints).")
     flags.DEFINE_string("checkpoint", "best", "best | last | a step number")
-    flags.DEFINE_string("tta", "", "test-time augmentation: flip, crops5, crops5(R), joined "
-                        "by | ('': none)")
+    if tta:
+        flags.DEFINE_string("tta", "", "test-time augmentation: flip, crops5, crops5(R), joined "
+                            "by | ('': none)")
     flags.DEFINE_bool("ema", False, "use the moving average of the parameters")
     flags.mark_flags_as_required(["workdir"])
 

@@ -344,9 +344,7 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
 
 def define_flags() -> None:
     """The command's flags (defined as its main runs, so importing this module defines none)."""
-    flags.DEFINE_string("workdir", None, "run directory (its config.json and checkpoints)")
-    flags.DEFINE_string("checkpoint", "best", "best | last | a step number")
-    flags.DEFINE_bool("ema", False, "explain the moving average of the parameters")
+    evaluate.define_run_flags(ensemble=False, tta=False)
     flags.DEFINE_enum("method", "gradcam", list(METHODS), "explanation method")
     flags.DEFINE_string("out", None, "output directory for <image>_<method>.png and .npy")
     flags.DEFINE_string("layer", None, "gradcam/gradcam++: module path of the explained layer, "
@@ -359,7 +357,7 @@ def define_flags() -> None:
     flags.DEFINE_float("alpha", 0.5, "opacity of the heat map over the image")
     flags.DEFINE_integer("png_size", 224, "smaller images are enlarged to this side in the PNG")
     flags.DEFINE_integer("batch_size", 16, "images explained at once")
-    flags.mark_flags_as_required(["workdir", "out"])
+    flags.mark_flags_as_required(["out"])
 
 
 def main(argv):

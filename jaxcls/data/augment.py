@@ -15,8 +15,8 @@ each:
    normalisation with config.mean / config.std;
 3. `erasing` / `cutout`, only last: on the normalised image, as timm erases.
 
-Then mixup / CutMix (config.mixup, `mixup.py`) mix pairs of examples and their soft targets,
-with label smoothing folded into the targets. `apply` does all of it for one batch, with an
+Then mixup / CutMix (config.mixup, `mixup.py`) mix pairs of examples and their targets (the
+loss applies label smoothing to the mixed targets). `apply` does all of it for one batch, with an
 independent draw per example; the train step and `python -m jaxcls.augviz` both call it.
 """
 
