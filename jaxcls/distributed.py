@@ -9,21 +9,19 @@ coordinator), fixes the GPUs a SLURM task sees, and passes explicit command-line
 """
 
 import glob
+import importlib.util
 import os
 from collections.abc import Mapping
 
 import jax
 from absl import logging
 
-GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor on TPU VMs
 
-
-def _has_tpu_chips() -> bool:
-    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
-        with open(path) as f:
-            if f.read().strip() == GOOGLE_PCI_VENDOR:
-                return True
-    return False
+def _on_tpu_vm() -> bool:
+    """libtpu (the `jax[tpu]` install) and TPU chips: /dev/accel* (v4) or /dev/vfio/N (v5+)."""
+    if importlib.util.find_spec("libtpu") is None:
+        return False
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def detect_cluster(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -34,11 +32,12 @@ def detect_cluster(environ: Mapping[str, str] = os.environ) -> str | None:
     """
     if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in environ:
         return "slurm"
-    if int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    # mpirun of Open MPI 4 (JAX finds the coordinator through the ORTE URI; Open MPI 5 has none).
+    if int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 and "OMPI_MCA_orte_hnp_uri" in environ:
         return "ompi"
     if environ.get("TPU_WORKER_HOSTNAMES") or environ.get("TPU_PROCESS_ADDRESSES"):
         return "gketpu"
-    if _has_tpu_chips():
+    if _on_tpu_vm():
         return "gcetpu"
     return None
 

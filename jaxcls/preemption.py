@@ -5,11 +5,8 @@ import signal
 import threading
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 
 class StopRequest:
@@ -20,13 +17,15 @@ class StopRequest:
       service's own SIGTERM handler tells the coordinator, which picks the step (the largest
       step any process has reached, plus one). Asking costs a local check while no notice is
       pending. SIGINT is forwarded to it as SIGTERM.
-    - Several processes without the service (`jax_enable_preemption_service=False`): every
-      step all-reduces the local flags; the result is read one step later, so the host never
-      waits for the step it has just dispatched.
+    - Several processes without the service (`jax_enable_preemption_service=False`): at every
+      `check_every`-th step (the log points, where the loop syncs anyway) the processes
+      all-gather their local flags, after the step itself has finished: a second executable
+      with collectives in flight beside the step's can deadlock the processes.
     """
 
-    def __init__(self):
+    def __init__(self, check_every: int = 1):
         self.signal = None  # name of the signal this process got
+        self.check_every = check_every
         self.previous = {}
         self.service = (jax.process_count() > 1 and jax.distributed.is_initialized()
                         and jax.config.jax_enable_preemption_service)
@@ -35,20 +34,15 @@ class StopRequest:
             signals = (signal.SIGINT,) if self.service else (signal.SIGTERM, signal.SIGINT)
             for sig in signals:
                 self.previous[sig] = signal.signal(sig, self._handle)
-        if jax.process_count() > 1 and not self.service:
-            mesh = Mesh(np.array(jax.devices()), ("all",))
-            self._sharding = NamedSharding(mesh, P("all"))
-            self._any = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
-            self._pending = None
 
     def _handle(self, signum, frame):
         self.signal = signal.Signals(signum).name
         if self.service:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def reached(self, step: int) -> bool:
+    def reached(self, step: int, step_outputs=None) -> bool:
         """True when the loop must save after `step` and stop. Call once per step, every
-        process with the same steps."""
+        process with the same steps; `step_outputs`: arrays the step just dispatched returns."""
         if jax.process_count() == 1:
             return self.signal is not None
         if self.service:
@@ -56,11 +50,11 @@ class StopRequest:
                 self.signal = self.signal or "SIGTERM"  # maybe another process's
                 return True
             return False
-        local = np.full(jax.local_device_count(), self.signal is not None, np.int32)
-        flags = self._any(jax.make_array_from_process_local_data(self._sharding, local))
-        previous, self._pending = self._pending, flags
-        if previous is not None and bool(previous):
-            self.signal = self.signal or "a signal to another process"
+        if step % self.check_every:
+            return False
+        jax.block_until_ready(step_outputs)
+        if multihost_utils.process_allgather(np.int32(self.signal is not None)).any():
+            self.signal = self.signal or "another process's signal"
             return True
         return False
 

@@ -126,10 +126,13 @@ def resolve(config: ml_collections.ConfigDict, settings: list[dict]
 
 
 def write_plan(workdir: str, settings: list[dict], names: list[str]) -> None:
+    """WORKDIR/sweep.json: each setting's overrides and run directory, for `summarize`."""
     os.makedirs(workdir, exist_ok=True)
     plan = [{"name": n, "overrides": s} for n, s in zip(names, settings, strict=True)]
-    with open(os.path.join(workdir, SWEEP_FILE), "w") as f:
+    path = os.path.join(workdir, SWEEP_FILE)
+    with open(f"{path}.{os.getpid()}", "w") as f:  # array tasks write it at the same time
         json.dump({"settings": plan}, f, indent=2, default=repr)
+    os.replace(f"{path}.{os.getpid()}", path)
 
 
 def is_finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
@@ -268,8 +271,9 @@ def plot(path: str, table: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{k}={v}" for k, v in row.items() if k != "runs"
-                        and not k.endswith(("_mean", "_std"))) or "base" for row in table]
+    labels = [(", ".join(f"{k}={v}" for k, v in row.items() if k != "runs"
+                         and not k.endswith(("_mean", "_std"))) or "base") + f" ({row['runs']})"
+              for row in table]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.5))
     y = np.arange(len(table))
     for offset, column in ((-0.2, "final_accuracy"), (0.2, "best_accuracy")):
@@ -277,7 +281,7 @@ def plot(path: str, table: list[dict]) -> None:
                 xerr=[np.nan_to_num(r[f"{column}_std"]) for r in table], label=column)
     ax.set_yticks(y, labels)
     ax.set_xlabel("eval accuracy")
-    ax.legend()
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -300,7 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
         logging.info("%s; not training further", early_stop)
-    stop = preemption.StopRequest()
+    stop = preemption.StopRequest(check_every=config.log_every_steps)
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
@@ -343,7 +343,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
         pending.append(m)
         done = step + 1
-        stopping = stop.reached(done)  # the same step on every process
+        stopping = stop.reached(done, m)  # the same step on every process
         is_eval = ((eval_every and done % eval_every == 0)
                    or (done == total_steps and config.final_eval))
         is_save = (is_eval or done % config.checkpoint_every_steps == 0

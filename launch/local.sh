@@ -45,23 +45,27 @@ forward() {
 trap 'forward TERM' TERM INT
 
 status=0
+kill_at=""
 while ((${#pids[@]} > 0)); do
-  # wait -n returns when one child ends, or early (status > 128) when a trapped signal arrives.
-  set +e
-  wait -n "${pids[@]}"
-  rc=$?
-  set -e
   alive=()
   for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); fi
+    if kill -0 "$pid" 2>/dev/null; then
+      alive+=("$pid")
+      continue
+    fi
+    set +e
+    wait "$pid"  # the exit status of an ended child, kept by bash
+    rc=$?
+    set -e
+    if ((rc != 0 && status == 0)); then
+      status=$rc
+      echo "$0: process $pid exited with status $rc; stopping the others" >&2
+      forward TERM
+      kill_at=$((SECONDS + 5))
+    fi
   done
-  if ((${#alive[@]} < ${#pids[@]} && rc != 0 && status == 0)); then
-    status=$rc
-    echo "$0: a process exited with status $rc; stopping the others" >&2
-    forward TERM
-    sleep 5
-    forward KILL
-  fi
+  if [[ -n "$kill_at" ]] && ((SECONDS >= kill_at)); then forward KILL; fi
   pids=("${alive[@]}")
+  if ((${#pids[@]} > 0)); then sleep 0.5; fi  # traps (SIGTERM) run between sleeps
 done
 exit "$status"

@@ -52,6 +52,10 @@ VIT = dict(model="vit_ti4", model_kwargs=dict(width=32, depth=1, num_heads=2, ml
 RUN = """
 import json
 import jax
+# The resumed FSDP run compiles the same programs as the first: a persistent cache shares them.
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 from absl import logging
 from tests.conftest import tiny_config
 from jaxcls import sharding, train, writers
@@ -84,7 +88,8 @@ def _rows(workdir, split):
 
 def test_fsdp_equals_data_parallel_on_eight_devices(tmp_path):
     dp, fsdp = str(tmp_path / "dp"), str(tmp_path / "fsdp")
-    code = RUN.replace("VIT", repr(json.dumps(VIT))).replace("WORKDIRS", repr((dp, fsdp)))
+    code = (RUN.replace("VIT", repr(json.dumps(VIT))).replace("WORKDIRS", repr((dp, fsdp)))
+            .replace("CACHE", repr(str(tmp_path / "jax_cache"))))
     proc = run_python(code, devices=8)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]

@@ -81,6 +81,18 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
 
 
+def test_local_sh_stops_the_others_when_one_fails():
+    # Process 1 fails at once; process 0 would wait for it for a minute (as a real one would
+    # wait in a collective): the launcher stops it and returns process 1's status.
+    code = ("import sys, time; time.sleep(60) if sys.argv[-1] == '--process_id=0' "
+            "else sys.exit(3)")
+    result = subprocess.run(["bash", os.path.join(ROOT, "launch", "local.sh"), "2",
+                             sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=50)
+    assert result.returncode == 3, result.stderr
+    assert "exited with status 3; stopping the others" in result.stderr
+
+
 def test_detect_cluster():
     assert distributed.detect_cluster({}) in (None, "gcetpu")  # gcetpu only on a TPU VM
     slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "gpu[01-02]",
@@ -90,7 +102,8 @@ def test_detect_cluster():
     assert distributed.detect_cluster({**slurm, "SLURM_NTASKS": "1"}) != "slurm"
     no_step = {k: v for k, v in slurm.items() if k != "SLURM_STEP_NODELIST"}
     assert distributed.detect_cluster(no_step) != "slurm"
-    assert distributed.detect_cluster({"OMPI_COMM_WORLD_SIZE": "4"}) == "ompi"
+    ompi = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.0.0.1:1"}
+    assert distributed.detect_cluster(ompi) == "ompi"
     assert distributed.detect_cluster({"TPU_WORKER_HOSTNAMES": "w-0,w-1"}) == "gketpu"
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcls import defaults, sweep, train
-from tests.conftest import ROOT, tiny_config
+from jaxcls import defaults, sweep
+from tests.conftest import ROOT
 
 
 def test_product_and_zipped_expand_grids():
@@ -59,67 +59,87 @@ def _rows(run_dir):
         return [r for r in map(json.loads, f) if r["split"] == "train"]
 
 
-def test_sweep_runs_each_setting_skips_finished_and_resumes_killed(tmp_path, monkeypatch):
-    base = tiny_config(num_steps=4, schedule="constant", final_eval=False)
-    settings = [{"label_smoothing": 0.0}, {"label_smoothing": 0.1}]
-    resolved = sweep.resolve(base, settings)
-    names = [n for n, _ in resolved]
-    assert names == ["label_smoothing=0.0", "label_smoothing=0.1"]
-    # Setting 1 was killed after a checkpoint at step 2, before writing its summary.
-    killed = str(tmp_path / names[1])
-    train.run(sweep.apply(base, {**settings[1], "num_steps": 2}), killed)
-    os.remove(os.path.join(killed, "summary.json"))
-    first_rows = _rows(killed)
-
-    calls = []
-    real_run = train.run
-    monkeypatch.setattr(train, "run", lambda c, w: calls.append(w) or real_run(c, w))
-    assert sweep.run_local(resolved, str(tmp_path), [0, 1]) == []
-    assert [os.path.basename(w) for w in calls] == names
-    for (name, _), ls in zip(resolved, (0.0, 0.1), strict=True):
-        assert json.load(open(tmp_path / name / "config.json"))["label_smoothing"] == ls
-        assert [r["step"] for r in _rows(tmp_path / name)] == [1, 2, 3, 4]
-    assert _rows(killed)[:2] == first_rows  # resumed at step 2, not restarted
-    # Same seed, same data and initialisation: only label smoothing changes the step-1 loss.
-    losses = [_rows(tmp_path / n)[0]["loss"] for n in names]
-    assert abs(losses[1] - losses[0]) > 1e-4 * losses[0]
-
-    calls.clear()
-    assert sweep.run_local(resolved, str(tmp_path), [0, 1]) == []
-    assert calls == []  # both finished: skipped without starting
-    longer = sweep.resolve(tiny_config(num_steps=5, schedule="constant", final_eval=False),
-                           settings[:1])
-    assert not sweep.is_finished(str(tmp_path / names[0]), longer[0][1])  # config changed
+# A one-block ViT on 8x8 digits: settings that differ only in seed compile to one program, which
+# the runs of this file share through a persistent compilation cache.
+CONFIG = """from tests.conftest import tiny_config
 
 
-def _sweep_cli(tmp_path, sweep_text: str, *flags: str):
-    (tmp_path / "config.py").write_text(
-        "from tests.conftest import tiny_config\n\n\ndef get_config():\n"
-        "    return tiny_config(final_eval=False)\n")
+def get_config():
+    return tiny_config(model="vit_ti4", final_eval=False, schedule="constant", num_steps=4,
+                       model_kwargs=dict(width=16, depth=1, num_heads=2, mlp_dim=32))
+"""
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _env(compile_cache, **extra):
+    return dict(os.environ, PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=compile_cache,
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **extra)
+
+
+def _sweep_cli(tmp_path, compile_cache, sweep_text: str, *flags: str):
+    (tmp_path / "config.py").write_text(CONFIG)
     (tmp_path / "sweep.py").write_text(sweep_text)
-    env = dict(os.environ, PYTHONPATH=ROOT,
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return subprocess.run(
+    out = subprocess.run(
         [sys.executable, "-m", "jaxcls.sweep", f"--config={tmp_path / 'config.py'}",
          f"--sweep={tmp_path / 'sweep.py'}", f"--workdir={tmp_path / 'runs'}", *flags],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=_env(compile_cache), capture_output=True, text=True, timeout=600)
+    return out.returncode, out.stdout + out.stderr
 
 
-def test_unknown_key_fails_before_any_run(tmp_path):
-    out = _sweep_cli(tmp_path, "def get_sweep():\n"
-                     "    return [{'label_smoothing': 0.1}, {'label_smothing': 0.1}]\n")
-    assert out.returncode != 0
-    assert "sweep setting 1 {'label_smothing': 0.1}: unknown config key 'label_smothing'" in \
-        out.stderr
+SEEDS = "from jaxcls.sweep import axis\n\n\ndef get_sweep():\n    return axis('seed', [0, 1])\n"
+
+
+def test_sweep_runs_each_setting_skips_finished_and_resumes_killed(tmp_path, compile_cache):
+    runs = tmp_path / "runs"
+    # Setting 1 was killed after a checkpoint at step 2, before writing its summary.
+    code, log = _sweep_cli(tmp_path, compile_cache, SEEDS, "--index=1", "--config.num_steps=2")
+    assert code == 0, log[-3000:]
+    os.remove(runs / "seed=1" / "summary.json")
+    first_rows = _rows(runs / "seed=1")
+
+    code, log = _sweep_cli(tmp_path, compile_cache, SEEDS)
+    assert code == 0, log[-3000:]
+    assert "sweep [1/2] seed=0" in log and "sweep [2/2] seed=1" in log
+    assert log.count("resumed from") == 1 and f"{runs}/seed=1/checkpoints/2" in log
+    for seed in (0, 1):
+        assert json.load(open(runs / f"seed={seed}" / "config.json"))["seed"] == seed
+        assert [r["step"] for r in _rows(runs / f"seed={seed}")] == [1, 2, 3, 4]
+    assert _rows(runs / "seed=1")[:2] == first_rows  # resumed at step 2, not restarted
+    # Another seed: another initialisation and data order. (Step 1's loss is log(10) for
+    # both: the head starts at zero.)
+    losses = [_rows(runs / f"seed={seed}")[-1]["loss"] for seed in (0, 1)]
+    assert abs(losses[0] - losses[1]) > 1e-4
+
+    code, log = _sweep_cli(tmp_path, compile_cache, SEEDS)
+    assert code == 0, log[-3000:]
+    assert "seed=0: finished before, skipped" in log and "seed=1: finished before, skipped" in log
+    assert "train state" not in log  # no run started
+    # A changed base config (more steps) is not finished: the run would continue.
+    config = sweep.apply(defaults.load_config(str(tmp_path / "config.py")), {"seed": 0})
+    assert sweep.is_finished(str(runs / "seed=0"), config)
+    config.num_steps = 5
+    assert not sweep.is_finished(str(runs / "seed=0"), config)
+
+
+def test_unknown_key_fails_before_any_run(tmp_path, compile_cache):
+    code, log = _sweep_cli(tmp_path, compile_cache, "def get_sweep():\n"
+                           "    return [{'label_smoothing': 0.1}, {'label_smothing': 0.1}]\n")
+    assert code != 0
+    assert "sweep setting 1 {'label_smothing': 0.1}: unknown config key 'label_smothing'" in log
     assert not os.path.exists(tmp_path / "runs")  # setting 0 did not start
 
 
-def test_slurm_array_task_runs_its_setting(tmp_path):
-    out = _sweep_cli(tmp_path, "from jaxcls.sweep import axis\n\n\ndef get_sweep():\n"
-                     "    return axis('seed', [0, 1, 2])\n",
-                     "--slurm", "--sbatch=--gres=gpu:1", "--sbatch", "--time=01:00:00",
-                     "--config.num_steps=2")
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_slurm_array_task_runs_its_setting(tmp_path, compile_cache):
+    code, log = _sweep_cli(tmp_path, compile_cache, SEEDS.replace("[0, 1]", "[0, 1, 2]"),
+                           "--slurm", "--sbatch=--gres=gpu:1", "--sbatch", "--time=01:00:00",
+                           "--config.num_steps=2")
+    assert code == 0, log[-3000:]
     script = (tmp_path / "runs" / "sweep.sbatch").read_text()
     lines = script.splitlines()
     assert "#SBATCH --array=0-2" in lines
@@ -131,9 +151,8 @@ def test_slurm_array_task_runs_its_setting(tmp_path):
     assert not os.path.exists(tmp_path / "runs" / "seed=1")  # --slurm only writes the script
 
     # Task 1 of the array, as SLURM would start it.
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", PYTHONPATH=ROOT,
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    task = subprocess.run(["bash", str(tmp_path / "runs" / "sweep.sbatch")], env=env,
+    task = subprocess.run(["bash", str(tmp_path / "runs" / "sweep.sbatch")],
+                          env=_env(compile_cache, SLURM_ARRAY_TASK_ID="1"),
                           capture_output=True, text=True, timeout=600)
     assert task.returncode == 0, task.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "runs")) == ["seed=1", "sweep.json", "sweep.sbatch"]
