@@ -7,10 +7,12 @@ each policy instead draws (op id, parameter) pairs with `choose_*` and runs them
 table picked among the seven LUT ops (identity, autocontrast, equalize, invert, posterize,
 solarize, solarize_add), one blend with a degenerate image picked among the four ImageEnhance ops,
 and one gather through an affine matrix picked among the five geometric ops (identity matrix
-otherwise). The per-op selection works on small arrays (6 numbers, a [256, 3] table); the image
-sees one LUT gather, one blend and one affine gather per applied slot. Geometry is not merged
-across slots: ops apply in the drawn order, so a policy equals the same chain of PIL ops (fill
-pixels go through later colour ops and histograms see them, as in PIL).
+otherwise). The per-op selection works on small arrays (6 numbers, a [256, 3] table); per slot
+the image goes through one histogram, one table gather, the grey / 3x3-smoothed / mean
+degenerates and one blend, and one affine gather (four with bilinear), then a select among the
+three results. Slots run in a `lax.scan`, so XLA compiles one slot whatever the chain length.
+Geometry is not merged across slots: ops apply in the drawn order, so a policy equals the same
+chain of PIL ops (fill pixels go through later colour ops and histograms see them, as in PIL).
 
 Magnitude -> parameter tables:
 
@@ -113,9 +115,9 @@ def timm_param(op, level, sign, height: int, width: int) -> jax.Array:
     """timm's "increasing" level -> parameter for OPS[op] at `level` in [0, 10] and sign +-1."""
     level = jnp.asarray(level, jnp.float32)
     values = {
-        "posterize": 4.0 - jnp.floor(level * 0.4),
-        "solarize": 256.0 - jnp.floor(level * 25.6),
-        "solarize_add": jnp.floor(level * 11.0),
+        "posterize": 4.0 - jnp.floor(level / 10.0 * 4.0),
+        "solarize": 256.0 - jnp.floor(level / 10.0 * 256.0),
+        "solarize_add": jnp.floor(level / 10.0 * 110.0),
         "rotate": sign * level * 3.0,
         "shear_x": sign * level * 0.03,
         "shear_y": sign * level * 0.03,
