@@ -269,27 +269,29 @@ def translate_y_matrix(pixels) -> tuple:
     return (1.0, 0.0, 0.0, 0.0, 1.0, -pixels)
 
 
-def rotate(img: jax.Array, degrees, fill: Fill = 128, interpolation: str = "nearest"):
+def rotate(img: jax.Array, degrees, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL `img.rotate(degrees, resample, fillcolor=fill)`: counter-clockwise, same size."""
     return affine(img, rotate_matrix(degrees, *img.shape[:2]), fill, interpolation)
 
 
-def shear_x(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest"):
+def shear_x(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL transform with matrix (1, factor, 0, 0, 1, 0)."""
     return affine(img, shear_x_matrix(factor), fill, interpolation)
 
 
-def shear_y(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest"):
+def shear_y(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL transform with matrix (1, 0, 0, factor, 1, 0)."""
     return affine(img, shear_y_matrix(factor), fill, interpolation)
 
 
-def translate_x(img: jax.Array, pixels, fill: Fill = 128, interpolation: str = "nearest"):
+def translate_x(img: jax.Array, pixels, fill: Fill = 128,
+                interpolation: str = "nearest") -> jax.Array:
     """Moves the content right by `pixels` (left if negative), filling the uncovered strip."""
     return affine(img, translate_x_matrix(pixels), fill, interpolation)
 
 
-def translate_y(img: jax.Array, pixels, fill: Fill = 128, interpolation: str = "nearest"):
+def translate_y(img: jax.Array, pixels, fill: Fill = 128,
+                interpolation: str = "nearest") -> jax.Array:
     """Moves the content down by `pixels` (up if negative), filling the uncovered strip."""
     return affine(img, translate_y_matrix(pixels), fill, interpolation)
 

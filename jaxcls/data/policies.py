@@ -130,7 +130,8 @@ def timm_param(op, level, sign, height: int, width: int) -> jax.Array:
 
 
 def choose_rand_augment(rng: jax.Array, num_ops: int, magnitude, magnitude_std=0.0,
-                        prob: float = 0.5, height: int = 224, width: int = 224):
+                        prob: float = 0.5, height: int = 224,
+                        width: int = 224) -> tuple[jax.Array, jax.Array]:
     """timm RandAugment draws: `num_ops` ops uniformly with replacement from
     RAND_INCREASING_OPS, each kept with probability `prob` (identity otherwise), at level
     magnitude + N(0, magnitude_std) (uniform in [0, magnitude] if the std is inf) clipped to
@@ -187,7 +188,7 @@ def torchvision_param(op, value) -> jax.Array:
     return jnp.where(enhance, 1.0 + value, jnp.where(translate, jnp.trunc(value), value))
 
 
-def _choose_torchvision(uniforms: tuple, space: dict, names, bin_limit: int):
+def _choose_torchvision(uniforms: tuple, space: dict, names, bin_limit: int) -> tuple:
     """Picks from three uniform draws an op of `names`, a bin below `bin_limit` and a sign."""
     pick, level, flip = uniforms
     ids = jnp.array([OP_ID[n] for n in names])
@@ -206,7 +207,7 @@ _TRIVIAL_SPACE = _space(31, shear=0.99, rotate=135.0, enhance=0.99, posterize_to
                         posterize_span=6, translate=(32.0, 32.0))
 
 
-def choose_trivial_augment_wide(rng: jax.Array):
+def choose_trivial_augment_wide(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     """torchvision TrivialAugmentWide draws: one op of 14, one of 31 bins, a sign.
     Returns (op ids [1], params [1])."""
     return _choose_torchvision(_uniforms(rng, (1,), 3), _TRIVIAL_SPACE, TRIVIAL_AUGMENT_OPS, 31)
@@ -257,7 +258,7 @@ _AA_SIGNED = np.array([[_AUTO_AUGMENT_SPACE[n][1] for n, _, _ in policy]
                        for policy in IMAGENET_POLICY])
 
 
-def choose_auto_augment_imagenet(rng: jax.Array):
+def choose_auto_augment_imagenet(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     """torchvision AutoAugment(IMAGENET) draws: a sub-policy, then each of its two ops applies
     if a uniform draw is <= its probability, with a random sign. Returns (op ids [2],
     params [2]), identity for ops that do not apply."""
@@ -283,7 +284,8 @@ _MAX_DEPTH = 3  # torchvision draws a chain depth in [1, 3] when depth <= 0
 
 
 def choose_augmix(rng: jax.Array, image_size: tuple[int, int], severity: int = 3,
-                  width: int = 3, depth: int = -1, alpha: float = 1.0):
+                  width: int = 3, depth: int = -1,
+                  alpha: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """torchvision AugMix draws for an image of (height, width) `image_size`: `width` chains of
     `depth` ops (random in [1, 3] if depth <= 0, identity past a chain's end) at bins below
     `severity`, the original's weight m ~ Beta(alpha, alpha) and chain weights
