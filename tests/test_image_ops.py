@@ -286,3 +286,27 @@ def test_policies_are_reproducible_and_differ_per_example(photos):
     first, again = _RAND_AUGMENT(keys, imgs, 9.0, 0.5)[0], _RAND_AUGMENT(keys, imgs, 9.0, 0.5)[0]
     np.testing.assert_array_equal(first, again)
     assert len({np.asarray(x).tobytes() for x in first}) == len(imgs)  # one draw per example
+
+
+def test_trivial_augment_and_auto_augment_draws():
+    # TrivialAugmentWide: one of its 14 ops uniformly (1/14 +- 0.02 over 4096 draws is > 4
+    # standard deviations). AutoAugment: each slot holds the op of its sub-policy or identity,
+    # applied at the mean of the slot's probabilities (sub-policies are drawn uniformly): +- 0.035
+    # is > 4 standard deviations.
+    keys = jax.random.split(jax.random.key(5), 4096)
+    ops, _ = jax.jit(jax.vmap(policies.choose_trivial_augment_wide))(keys)
+    counts = np.bincount(np.asarray(ops).ravel(), minlength=len(policies.OPS))
+    ta = [policies.OP_ID[n] for n in policies.TRIVIAL_AUGMENT_OPS]
+    np.testing.assert_allclose(counts[ta] / len(keys), 1 / 14, atol=0.02)
+    assert counts.sum() == counts[ta].sum()
+    ops, params = (np.asarray(a) for a in jax.jit(jax.vmap(
+        policies.choose_auto_augment_imagenet))(keys))
+    identity = policies.OP_ID["identity"]
+    for slot in range(2):
+        names = [policy[slot][0] for policy in policies.IMAGENET_POLICY]
+        allowed = {policies.OP_ID[n] for n in names} | {identity}
+        assert set(ops[:, slot].tolist()) <= allowed
+        mean_prob = np.mean([policy[slot][1] for policy in policies.IMAGENET_POLICY])
+        assert abs(np.mean(ops[:, slot] != identity) - mean_prob) < 0.035
+    rotations = np.unique(np.abs(params[ops == policies.OP_ID["rotate"]]))
+    np.testing.assert_allclose(rotations, [10.0, 80 / 3, 30.0], rtol=1e-6)  # bins 3, 8, 9
