@@ -302,8 +302,12 @@ def choose_augmix(rng: jax.Array, image_size: tuple[int, int], severity: int = 3
     if depth <= 0:  # the chain's length from its first slot's fourth draw
         ops = jnp.where(jnp.arange(slots) < 1 + _index(length[:, :1], _MAX_DEPTH), ops,
                         OP_ID["identity"])
-    # Beta(a, a) and Dirichlet(a, ..., a) as normalised Gamma(a) draws.
-    gammas = jax.random.gamma(mix_rng, jnp.full((width + 2,), alpha, jnp.float32))
+    # Beta(a, a) and Dirichlet(a, ..., a) as normalised Gamma(a) draws; Gamma(1) is the
+    # exponential distribution, which skips the rejection sampler (and its compile time).
+    if alpha == 1.0:
+        gammas = jax.random.exponential(mix_rng, (width + 2,))
+    else:
+        gammas = jax.random.gamma(mix_rng, jnp.full((width + 2,), alpha, jnp.float32))
     original = gammas[0] / (gammas[0] + gammas[1])
     return ops, params, original, gammas[2:] / gammas[2:].sum() * (1.0 - original)
 
