@@ -1,6 +1,7 @@
 """Image ops against PIL on real CIFAR-10 JPEGs; the random policies against their own draws."""
 
 import colorsys
+import functools
 import glob
 import os
 
@@ -138,8 +139,10 @@ def test_gaussian_blur_matches_torchvision_definition(photos, sigma, kernel_size
 # ---- policies ----------------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("name", "fill", "interpolation"))
 def _by_name(img: jax.Array, name: str, param, fill=128, interpolation="nearest") -> jax.Array:
-    """The image op OPS[op] called directly, as a user would."""
+    """The image op `name` called on its own, as a user would (jitted: eager dispatch of every
+    primitive is slower than one compile per op)."""
     fn = getattr(image_ops, name)
     if name in ("identity", "autocontrast", "equalize", "invert"):
         return fn(img)
