@@ -28,9 +28,10 @@ def photos() -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
-def _ours(op, photos, *args, **kwargs) -> np.ndarray:
-    return np.stack([np.asarray(op(jnp.asarray(p, jnp.float32), *args, **kwargs))
-                     for p in photos])
+def _ours(op, photos, *traced, **static) -> np.ndarray:
+    """op on each photo under jit + vmap, with `traced` parameters, as in training."""
+    run = jax.jit(jax.vmap(functools.partial(op, **static), (0,) + (None,) * len(traced)))
+    return np.asarray(run(jnp.asarray(photos, jnp.float32), *traced))
 
 
 def _pil(fn, photos) -> np.ndarray:
@@ -101,7 +102,8 @@ def test_geometry_matches_pil_transform(photos, interpolation):
         cases.append((op, value, lambda im, m=matrix: im.transform(
             im.size, Image.AFFINE, m, resample, fillcolor=fill)))
     for op, value, reference in cases:
-        diff = np.abs(_ours(op, photos, value, fill, interpolation) - _pil(reference, photos))
+        ours = _ours(op, photos, value, fill=fill, interpolation=interpolation)
+        diff = np.abs(ours - _pil(reference, photos))
         limit, fraction = (255, 5e-3) if interpolation == "nearest" else (1, 3e-2)
         assert diff.max() <= limit and np.mean(diff > 0) <= fraction, (op.__name__, value,
                                                                         np.mean(diff > 0))
@@ -132,7 +134,8 @@ def test_gaussian_blur_matches_torchvision_definition(photos, sigma, kernel_size
     expected = photos.astype(np.float64)
     for axis in (1, 2):
         expected = ndimage.correlate1d(expected, kernel, axis=axis, mode="mirror")
-    diff = np.abs(_ours(image_ops.gaussian_blur, photos, sigma, kernel_size) - np.round(expected))
+    ours = _ours(image_ops.gaussian_blur, photos, sigma, kernel_size=kernel_size)
+    diff = np.abs(ours - np.round(expected))
     assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3
 
 
