@@ -122,7 +122,11 @@ def blend(degenerate: jax.Array, img: jax.Array, factor) -> jax.Array:
     """PIL `Image.blend(degenerate, img, factor)` on uint8 values: the float32 result
     degenerate + factor * (img - degenerate), truncated and clipped to [0, 255]."""
     factor = jnp.asarray(factor, jnp.float32)
-    return jnp.clip(jnp.floor(degenerate + factor * (img - degenerate)), 0.0, 255.0)
+    # PIL rounds the product to float32 before adding. Fused into one multiply-add (XLA does so
+    # on CPU and GPU) it is rounded once and can land on the other side of an integer; the clip
+    # in between prevents the fusion and changes nothing (beyond +-1024 the output saturates).
+    step = jnp.clip(factor * (img - degenerate), -1024.0, 1024.0)
+    return jnp.clip(jnp.floor(degenerate + step), 0.0, 255.0)
 
 
 def luma(img: jax.Array) -> jax.Array:
@@ -201,12 +205,19 @@ def hue(img: jax.Array, factor) -> jax.Array:
 def affine(img: jax.Array, matrix, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL `img.transform(img.size, Image.AFFINE, matrix, resample, fillcolor=fill)`: output
     pixel (x, y) samples the input at (a x + b y + c, d x + e y + f), pixel centres at +0.5."""
+    if interpolation not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
     h, w, _ = img.shape
     a, b, c, d, e, f = (jnp.asarray(m, jnp.float32) for m in matrix)
     ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) + 0.5,
                           jnp.arange(w, dtype=jnp.float32) + 0.5, indexing="ij")
     x_in = a * xs + b * ys + c
     y_in = d * xs + e * ys + f
+    if interpolation == "nearest":
+        # Snapped to 1/4096 px, far above float32 noise (~1e-5 px at 224 px) and below PIL's
+        # own 16.16 fixed-point error: exact ties (pixel edges hit by 45-degree rotations, say)
+        # then floor the same way under jit, eagerly and on every backend.
+        x_in, y_in = (jnp.round(v * 4096.0) / 4096.0 for v in (x_in, y_in))
     inside = ((x_in >= 0) & (x_in < w) & (y_in >= 0) & (y_in < h))[..., None]
     flat = img.reshape(-1, 3)
 
@@ -216,7 +227,7 @@ def affine(img: jax.Array, matrix, fill: Fill = 128, interpolation: str = "neare
 
     if interpolation == "nearest":
         out = pixels(jnp.floor(y_in).astype(jnp.int32), jnp.floor(x_in).astype(jnp.int32))
-    elif interpolation == "bilinear":
+    else:
         xs0, ys0 = x_in - 0.5, y_in - 0.5
         x0, y0 = jnp.floor(xs0), jnp.floor(ys0)
         dx, dy = (xs0 - x0)[..., None], (ys0 - y0)[..., None]
@@ -224,8 +235,6 @@ def affine(img: jax.Array, matrix, fill: Fill = 128, interpolation: str = "neare
         top = _lerp(pixels(y0, x0), pixels(y0, x0 + 1), dx)
         bottom = _lerp(pixels(y0 + 1, x0), pixels(y0 + 1, x0 + 1), dx)
         out = jnp.floor(_lerp(top, bottom, dy))  # PIL truncates the blend
-    else:
-        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
     return jnp.where(inside, out, jnp.broadcast_to(jnp.asarray(fill, jnp.float32), (3,)))
 
 
@@ -260,27 +269,29 @@ def translate_y_matrix(pixels) -> tuple:
     return (1.0, 0.0, 0.0, 0.0, 1.0, -pixels)
 
 
-def rotate(img: jax.Array, degrees, fill: Fill = 128, interpolation: str = "nearest"):
+def rotate(img: jax.Array, degrees, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL `img.rotate(degrees, resample, fillcolor=fill)`: counter-clockwise, same size."""
     return affine(img, rotate_matrix(degrees, *img.shape[:2]), fill, interpolation)
 
 
-def shear_x(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest"):
+def shear_x(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL transform with matrix (1, factor, 0, 0, 1, 0)."""
     return affine(img, shear_x_matrix(factor), fill, interpolation)
 
 
-def shear_y(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest"):
+def shear_y(img: jax.Array, factor, fill: Fill = 128, interpolation: str = "nearest") -> jax.Array:
     """PIL transform with matrix (1, 0, 0, factor, 1, 0)."""
     return affine(img, shear_y_matrix(factor), fill, interpolation)
 
 
-def translate_x(img: jax.Array, pixels, fill: Fill = 128, interpolation: str = "nearest"):
+def translate_x(img: jax.Array, pixels, fill: Fill = 128,
+                interpolation: str = "nearest") -> jax.Array:
     """Moves the content right by `pixels` (left if negative), filling the uncovered strip."""
     return affine(img, translate_x_matrix(pixels), fill, interpolation)
 
 
-def translate_y(img: jax.Array, pixels, fill: Fill = 128, interpolation: str = "nearest"):
+def translate_y(img: jax.Array, pixels, fill: Fill = 128,
+                interpolation: str = "nearest") -> jax.Array:
     """Moves the content down by `pixels` (up if negative), filling the uncovered strip."""
     return affine(img, translate_y_matrix(pixels), fill, interpolation)
 

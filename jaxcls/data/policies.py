@@ -7,10 +7,12 @@ each policy instead draws (op id, parameter) pairs with `choose_*` and runs them
 table picked among the seven LUT ops (identity, autocontrast, equalize, invert, posterize,
 solarize, solarize_add), one blend with a degenerate image picked among the four ImageEnhance ops,
 and one gather through an affine matrix picked among the five geometric ops (identity matrix
-otherwise). The per-op selection works on small arrays (6 numbers, a [256, 3] table); the image
-sees one LUT gather, one blend and one affine gather per applied slot. Geometry is not merged
-across slots: ops apply in the drawn order, so a policy equals the same chain of PIL ops (fill
-pixels go through later colour ops and histograms see them, as in PIL).
+otherwise). The per-op selection works on small arrays (6 numbers, a [256, 3] table); per slot
+the image goes through one histogram, one table gather, the grey / 3x3-smoothed / mean
+degenerates and one blend, and one affine gather (four with bilinear), then a select among the
+three results. Slots run in a `lax.scan`, so XLA compiles one slot whatever the chain length.
+Geometry is not merged across slots: ops apply in the drawn order, so a policy equals the same
+chain of PIL ops (fill pixels go through later colour ops and histograms see them, as in PIL).
 
 Magnitude -> parameter tables:
 
@@ -113,9 +115,9 @@ def timm_param(op, level, sign, height: int, width: int) -> jax.Array:
     """timm's "increasing" level -> parameter for OPS[op] at `level` in [0, 10] and sign +-1."""
     level = jnp.asarray(level, jnp.float32)
     values = {
-        "posterize": 4.0 - jnp.floor(level * 0.4),
-        "solarize": 256.0 - jnp.floor(level * 25.6),
-        "solarize_add": jnp.floor(level * 11.0),
+        "posterize": 4.0 - jnp.floor(level / 10.0 * 4.0),
+        "solarize": 256.0 - jnp.floor(level / 10.0 * 256.0),
+        "solarize_add": jnp.floor(level / 10.0 * 110.0),
         "rotate": sign * level * 3.0,
         "shear_x": sign * level * 0.03,
         "shear_y": sign * level * 0.03,
@@ -128,7 +130,8 @@ def timm_param(op, level, sign, height: int, width: int) -> jax.Array:
 
 
 def choose_rand_augment(rng: jax.Array, num_ops: int, magnitude, magnitude_std=0.0,
-                        prob: float = 0.5, height: int = 224, width: int = 224):
+                        prob: float = 0.5, height: int = 224,
+                        width: int = 224) -> tuple[jax.Array, jax.Array]:
     """timm RandAugment draws: `num_ops` ops uniformly with replacement from
     RAND_INCREASING_OPS, each kept with probability `prob` (identity otherwise), at level
     magnitude + N(0, magnitude_std) (uniform in [0, magnitude] if the std is inf) clipped to
@@ -185,7 +188,7 @@ def torchvision_param(op, value) -> jax.Array:
     return jnp.where(enhance, 1.0 + value, jnp.where(translate, jnp.trunc(value), value))
 
 
-def _choose_torchvision(uniforms: tuple, space: dict, names, bin_limit: int):
+def _choose_torchvision(uniforms: tuple, space: dict, names, bin_limit: int) -> tuple:
     """Picks from three uniform draws an op of `names`, a bin below `bin_limit` and a sign."""
     pick, level, flip = uniforms
     ids = jnp.array([OP_ID[n] for n in names])
@@ -204,7 +207,7 @@ _TRIVIAL_SPACE = _space(31, shear=0.99, rotate=135.0, enhance=0.99, posterize_to
                         posterize_span=6, translate=(32.0, 32.0))
 
 
-def choose_trivial_augment_wide(rng: jax.Array):
+def choose_trivial_augment_wide(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     """torchvision TrivialAugmentWide draws: one op of 14, one of 31 bins, a sign.
     Returns (op ids [1], params [1])."""
     return _choose_torchvision(_uniforms(rng, (1,), 3), _TRIVIAL_SPACE, TRIVIAL_AUGMENT_OPS, 31)
@@ -255,7 +258,7 @@ _AA_SIGNED = np.array([[_AUTO_AUGMENT_SPACE[n][1] for n, _, _ in policy]
                        for policy in IMAGENET_POLICY])
 
 
-def choose_auto_augment_imagenet(rng: jax.Array):
+def choose_auto_augment_imagenet(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     """torchvision AutoAugment(IMAGENET) draws: a sub-policy, then each of its two ops applies
     if a uniform draw is <= its probability, with a random sign. Returns (op ids [2],
     params [2]), identity for ops that do not apply."""
@@ -281,7 +284,8 @@ _MAX_DEPTH = 3  # torchvision draws a chain depth in [1, 3] when depth <= 0
 
 
 def choose_augmix(rng: jax.Array, image_size: tuple[int, int], severity: int = 3,
-                  width: int = 3, depth: int = -1, alpha: float = 1.0):
+                  width: int = 3, depth: int = -1,
+                  alpha: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """torchvision AugMix draws for an image of (height, width) `image_size`: `width` chains of
     `depth` ops (random in [1, 3] if depth <= 0, identity past a chain's end) at bins below
     `severity`, the original's weight m ~ Beta(alpha, alpha) and chain weights
@@ -298,8 +302,12 @@ def choose_augmix(rng: jax.Array, image_size: tuple[int, int], severity: int = 3
     if depth <= 0:  # the chain's length from its first slot's fourth draw
         ops = jnp.where(jnp.arange(slots) < 1 + _index(length[:, :1], _MAX_DEPTH), ops,
                         OP_ID["identity"])
-    # Beta(a, a) and Dirichlet(a, ..., a) as normalised Gamma(a) draws.
-    gammas = jax.random.gamma(mix_rng, jnp.full((width + 2,), alpha, jnp.float32))
+    # Beta(a, a) and Dirichlet(a, ..., a) as normalised Gamma(a) draws; Gamma(1) is the
+    # exponential distribution, which skips the rejection sampler (and its compile time).
+    if alpha == 1.0:
+        gammas = jax.random.exponential(mix_rng, (width + 2,))
+    else:
+        gammas = jax.random.gamma(mix_rng, jnp.full((width + 2,), alpha, jnp.float32))
     original = gammas[0] / (gammas[0] + gammas[1])
     return ops, params, original, gammas[2:] / gammas[2:].sum() * (1.0 - original)
 
