@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxcls import distributed
+from jaxcls import checkpoint, distributed
+from jaxcls.data import loader, sources
 from tests.conftest import ROOT
 from tests.test_distributed import _final_params, _finish, _rows, _wait_for_step
 
@@ -79,6 +80,44 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
     a, b = _final_params(one, 40), _final_params(two, 40)
     for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+
+
+def _as_process(monkeypatch, index: int, count: int) -> None:
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+    monkeypatch.setattr(jax, "process_count", lambda: count)
+
+
+def test_process_shards_make_the_global_batches(monkeypatch):
+    # 3 processes x 4 rows == 1 process x 12 rows, batch for batch, across epoch boundaries;
+    # and a position saved by any process is the same position for another process count.
+    src = sources.ArraySource(np.zeros((30, 2, 2, 3), np.uint8), np.arange(30))
+    single = loader.train_iterator(src, 12, seed=1, num_threads=1)
+    expected = [next(single)["label"] for _ in range(6)]
+    shards = []
+    for p in range(3):
+        _as_process(monkeypatch, p, 3)
+        it = loader.train_iterator(src, 4, seed=1, num_threads=1)
+        shards.append([next(it)["label"] for _ in range(6)])
+        assert it.get_state() == single.get_state()
+    for k in range(6):
+        np.testing.assert_array_equal(np.concatenate([s[k] for s in shards]), expected[k])
+    # Eval: every example exactly once over the processes, same number of batches on each.
+    seen = []
+    for p in range(3):
+        _as_process(monkeypatch, p, 3)
+        batches = list(loader.eval_batches(src, 12, num_threads=1))
+        assert len(batches) == 3
+        seen += [int(i) for b in batches for i in b["index"][~b["pad"]]]
+    assert sorted(seen) == list(range(30))
+
+
+def test_iterator_state_of_other_process_counts(tmp_path):
+    for p in range(2):
+        (tmp_path / f"process_{p}-of-2.json").write_text(json.dumps({"next_index": 7}))
+    assert checkpoint._shared_iterator_state(str(tmp_path)) == {"next_index": 7}
+    (tmp_path / "process_1-of-2.json").write_text(json.dumps({"next_index": 6}))
+    with pytest.raises(ValueError, match="different data positions"):
+        checkpoint._shared_iterator_state(str(tmp_path))
 
 
 def test_local_sh_stops_the_others_when_one_fails():
