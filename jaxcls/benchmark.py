@@ -8,6 +8,11 @@
 - full loop: `train.run` itself on the configured dataset (data pipeline, host->device copies,
   logging), ms per step measured by the loop between log points, compilation excluded.
 MFU = FLOPs per step / step time / the device's peak dense bf16 FLOP/s (null where unknown).
+
+    python -m jaxcls.benchmark --config=configs/vit_b16.py --augment_cost [--config.k=v ...]
+
+measures instead what the device augmentation costs (`augment_cost`): the compiled step with
+the config's augment/mixup and with neither, on the same batch, and `augment.apply` alone.
 """
 
 import json
@@ -21,6 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxcls import sharding, train, writers
+from jaxcls.data import augment
 
 config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
 flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
@@ -34,6 +40,8 @@ flags.DEFINE_string("input_big", "runs/big_jpegs", "--input_only: folder for the
                     "(written on first use).")
 flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
 flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
+flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
+                  "augmentation and with none, on the same synthetic batch (augment_cost()).")
 
 # Peak dense bf16 FLOP/s per chip, from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -116,6 +124,49 @@ def run(config, num_steps: int = 10, warmup: int = 2, loop_steps: int = 30,
     return result
 
 
+def augment_cost(config, num_steps: int = 10, warmup: int = 2) -> dict:
+    """What the device augmentation costs: the compiled train step with config.augment and
+    config.mixup, the same step with neither (augment="", mixup off), and `augment.apply`
+    alone, all on the same synthetic batch in one run; the augmentation's share of the step."""
+    synthetic = config.copy_and_resolve_references()
+    synthetic.dataset = "synthetic"
+    plain = synthetic.copy_and_resolve_references()
+    plain.augment = ""
+    plain.mixup.update(mixup_alpha=0.0, cutmix_alpha=0.0, cutmix_minmax=())
+    result = {"model": config.model, "image_size": config.image_size, "dtype": config.dtype,
+              "global_batch": config.batch_size, "device_kind": jax.devices()[0].device_kind,
+              "device_count": jax.device_count(), "augment": config.augment,
+              "mixup": config.mixup.to_dict()}
+    augmented = time_compiled_step(synthetic, num_steps, warmup)
+    bare = time_compiled_step(plain, num_steps, warmup)
+
+    pipeline = augment.from_config(synthetic)
+    n, s = config.batch_size, config.image_size
+    mesh = sharding.make_mesh()
+    images, labels = jax.device_put(
+        (jax.random.randint(jax.random.key(1), (n, s, s, 3), 0, 256).astype(jnp.uint8),
+         jax.random.randint(jax.random.key(2), (n,), 0, config.num_classes)),
+        sharding.batch_sharding(mesh))
+    apply = jax.jit(lambda r: augment.apply(pipeline, r, images, labels, config.num_classes,
+                                            jnp.dtype(config.dtype)))
+    jax.block_until_ready(apply(jax.random.key(0)))
+    times = []
+    for i in range(num_steps):
+        t = time.perf_counter()
+        jax.block_until_ready(apply(jax.random.key(i)))
+        times.append(time.perf_counter() - t)
+
+    result.update({
+        "step_ms": augmented["step_ms"], "step_ms_no_augment": bare["step_ms"],
+        "compile_s": augmented["compile_s"], "compile_s_no_augment": bare["compile_s"],
+        "augment_ms": round(augmented["step_ms"] - bare["step_ms"], 2),
+        "augment_fraction": round(1.0 - bare["step_ms"] / augmented["step_ms"], 4),
+        "augment_alone_ms": round(1e3 * statistics.median(times), 2),
+    })
+    result["augment_alone_fraction"] = round(result["augment_alone_ms"] / result["step_ms"], 4)
+    return result
+
+
 def main(argv):
     del argv
     writers.quiet_libraries()
@@ -128,6 +179,9 @@ def main(argv):
         return
     if f.config is None:
         raise app.UsageError("--config is required (or --input_only)")
+    if f.augment_cost:
+        print(json.dumps(augment_cost(f.config, f.steps, f.warmup)), flush=True)
+        return
     print(json.dumps(run(f.config, f.steps, f.warmup, f.loop_steps, f.log_every)), flush=True)
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcls import train
+from jaxcls import augviz, train
 from jaxcls.data import augment, image_ops, mixup
 from tests.conftest import tiny_config
 
@@ -64,6 +64,7 @@ def test_valid_strings_round_trip(spec):
     ("random_resized_crop(160)", r"size must equal config.image_size \(224\)"),
     ("erasing(0.25)|flip", r"'erasing' works on the normalised image.*after 'flip'"),
     ("crop(4)|", r"'' is not of the form name"),
+    ("blur(449)", r"kernel_size=449 is too large for 224-pixel images \(at most 447\)"),
 ])
 def test_bad_strings_fail_naming_the_op(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -241,3 +242,22 @@ def test_noise_has_the_configured_std():
     out, _ = _apply(_pixels("noise(0.05)"), img)
     diff = out - 128.0
     assert abs(diff.mean()) < 0.3 and abs(diff.std() - 0.05 * 255) < 0.3
+
+
+# ---- augviz --------------------------------------------------------------------------------------
+
+def test_augviz_shows_the_augmented_views_denormalised():
+    config = tiny_config(augment="flip(1.0)")  # digits at 8x8: every view is the mirror image
+    originals, views = augviz.sample_views(config, n=4, views=2, seed=0)
+    assert originals.shape == (4, 8, 8, 3) and views.shape == (4, 2, 8, 8, 3)
+    assert originals.std() > 0
+    for j in range(2):  # normalise -> de-normalise gives the pixels back exactly
+        np.testing.assert_array_equal(views[:, j], originals[:, :, ::-1])
+    image = augviz.grid(config, n=4, views=2, zoom=2, gap=1)
+    assert image.shape == (4 * 17 - 1, 3 * 17 - 1, 3)
+    np.testing.assert_array_equal(image[17:33:2, 17:33:2], views[1, 0])  # row 1, first view
+    config = tiny_config(augment="crop(2)")
+    _, views = augviz.sample_views(config, n=4, views=2, seed=0)
+    assert not np.array_equal(views[:, 0], views[:, 1])  # each view is another train step
+    with pytest.raises(ValueError, match=r"--n=5000 is more than the 1437 training images"):
+        augviz.sample_views(config, n=5000)

@@ -184,6 +184,10 @@ def parse(spec: str, image_size: int | None = None) -> tuple[Op, ...]:
             raise ValueError(f"augment op {first.name!r} works on the normalised image, after "
                              f"every image op: put it after {op.name!r}, at the end of "
                              f"{spec!r}")
+        kernel = op.args.get("kernel_size")
+        if kernel is not None and image_size is not None and kernel // 2 >= image_size:
+            raise ValueError(f"augment op {op.name!r}: kernel_size={kernel} is too large for "
+                             f"{image_size}-pixel images (at most {2 * image_size - 1})")
         if op.name == "random_resized_crop" and op.args["size"] not in (None, image_size):
             raise ValueError(f"augment op {str(op)!r}: size must equal config.image_size "
                              f"({image_size}) or be left out")
@@ -202,7 +206,13 @@ def from_config(config: ml_collections.ConfigDict) -> Pipeline:
         ops = parse(config.augment, config.image_size)
     except ValueError as e:
         raise ValueError(f"config.augment={config.augment!r}: {e}") from None
-    values = config.mixup.to_dict() if hasattr(config.mixup, "to_dict") else dict(config.mixup)
+    if isinstance(config.mixup, ml_collections.ConfigDict):
+        values = config.mixup.to_dict()
+    elif isinstance(config.mixup, dict):
+        values = dict(config.mixup)
+    else:
+        raise ValueError(f"config.mixup={config.mixup!r} must be a dict of the keys in "
+                         f"jaxcls/defaults.py")
     settings = mixup_lib.settings_from(values, defaults.get_config().mixup.to_dict())
     return Pipeline(ops=ops, mean=tuple(config.mean), std=tuple(config.std), mixup=settings)
 

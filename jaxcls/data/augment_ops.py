@@ -176,10 +176,11 @@ def elastic(alpha: float = 50.0, sigma: float = 5.0, p: float = 1.0,
     noise smoothed by a Gaussian of std `sigma` pixels and scaled by alpha / 2 pixels."""
     _check(alpha >= 0 and sigma > 0, f"alpha={alpha}, sigma={sigma}: need alpha >= 0, sigma > 0")
     _prob(p)
-    kernel = int(8 * sigma + 1) | 1  # odd, covering +-4 sigma
 
     def fn(rng, img):
         h, w, _ = img.shape
+        # An odd kernel covering +-4 sigma, cut to the image (the blur pads by reflection).
+        kernel = min(int(8 * sigma + 1) | 1, 2 * ((min(h, w) - 1) // 2) + 1)
         u = jax.random.uniform(rng, (h * w * 3 + 1,))
         noise = 2.0 * u[1:].reshape(h, w, 3) - 1.0
         # The field is blurred by image_ops in its [0, 255] domain and brought back to [-1, 1];
