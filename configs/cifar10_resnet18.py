@@ -8,8 +8,12 @@ CutMix 1.0 (switch 0.5) on label-smoothed targets.
 See the augmented training images: python -m jaxcls.augviz --config=configs/cifar10_resnet18.py
 --out=grid.png
 
-Measured: accuracy not yet measured (needs a GPU: on 2 CPU cores one step takes 5-7 s, see
-BENCHMARKS.md).
+Measured: the full 100 epochs not yet (needs a GPU: on 2 CPU cores one step takes 5-7 s, see
+BENCHMARKS.md). A short run of this recipe on the CIFAR-10 folder (2026-11-24, 2 CPU cores
+shared with other jobs), the command above plus `--config.num_steps=100
+--config.warmup_steps=10 --config.eval_every_steps=100`: 100 steps of 128 (a quarter epoch) in
+13.5 min wall, train loss 2.48 (steps 1-10) -> 2.16 (steps 91-100) on the mixed targets,
+37.4% test top-1.
 """
 
 from jaxcls import defaults
