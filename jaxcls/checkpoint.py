@@ -11,7 +11,14 @@ import os
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import flags
 from orbax.checkpoint import checkpoint_managers as policies
+
+# Orbax's default barrier between processes is a device collective (sync_global_devices). Run
+# from the asynchronous save's thread, it can interleave with the train and eval steps'
+# collectives in a different order on each process, and then both hang (seen with 2 processes
+# on gloo). The distributed client's barrier uses no devices.
+flags.FLAGS.set_default("experimental_orbax_use_distributed_barrier", True)
 
 
 class Checkpointer:
