@@ -23,13 +23,21 @@ from PIL import Image
 from jaxcls import steps, train, writers
 from jaxcls.data import augment, sources
 
-config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
-flags.DEFINE_string("out", None, "Where to write the grid (.png or .jpg).")
-flags.DEFINE_integer("n", 8, "Training images (rows).")
-flags.DEFINE_integer("views", 6, "Augmented views per image (columns after the original).")
-flags.DEFINE_integer("seed", 0, "Which training images: a permutation of the train split.")
-flags.DEFINE_integer("zoom", 0, "Upscale each cell this many times (0: to at least 128 px).")
-flags.mark_flags_as_required(["config", "out"])
+
+def define_flags() -> None:
+    """The command's flags (defined as its main runs, so importing this module defines
+    none and other commands' flags never clash with them)."""
+    config_flags.DEFINE_config_file("config", None, "A config file from configs/.",
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "Where to write the grid (.png or .jpg).")
+    flags.DEFINE_integer("n", 8, "Training images (rows).")
+    flags.DEFINE_integer("views", 6,
+                         "Augmented views per image (columns after the original).")
+    flags.DEFINE_integer("seed", 0,
+                         "Which training images: a permutation of the train split.")
+    flags.DEFINE_integer("zoom", 0,
+                         "Upscale each cell this many times (0: to at least 128 px).")
+    flags.mark_flags_as_required(["config", "out"])
 
 
 def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: int = 0
@@ -97,4 +105,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

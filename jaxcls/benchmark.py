@@ -28,20 +28,29 @@ from ml_collections import config_flags
 from jaxcls import sharding, train, writers
 from jaxcls.data import augment
 
-config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
-flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
-flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
-flags.DEFINE_integer("loop_steps", 30, "Steps of the full loop after its first log interval.")
-flags.DEFINE_integer("log_every", 10, "Log interval of the full loop (its timing granularity).")
-flags.DEFINE_bool("input_only", False, "Only the host input pipeline: jaxcls.data."
-                  "input_benchmark (grain vs a PIL loop vs tf.data); needs no --config.")
-flags.DEFINE_string("input_data", "../shared/data/cifar10", "--input_only: CIFAR-10 JPEG folder.")
-flags.DEFINE_string("input_big", "runs/big_jpegs", "--input_only: folder for the 500x375 JPEGs "
-                    "(written on first use).")
-flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
-flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
-flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
-                  "augmentation and with none, on the same synthetic batch (augment_cost()).")
+
+def define_flags() -> None:
+    """The command's flags (defined as its main runs, so importing this module defines
+    none and other commands' flags never clash with them)."""
+    config_flags.DEFINE_config_file("config", None, "A config file from configs/.",
+                                    lock_config=True)
+    flags.DEFINE_integer("steps", 10, "Timed compiled steps.")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
+    flags.DEFINE_integer("loop_steps", 30,
+                         "Steps of the full loop after its first log interval.")
+    flags.DEFINE_integer("log_every", 10,
+                         "Log interval of the full loop (its timing granularity).")
+    flags.DEFINE_bool("input_only", False, "Only the host input pipeline: jaxcls.data."
+                      "input_benchmark (grain vs a PIL loop vs tf.data); needs no --config.")
+    flags.DEFINE_string("input_data", "../shared/data/cifar10",
+                        "--input_only: CIFAR-10 JPEG folder.")
+    flags.DEFINE_string("input_big", "runs/big_jpegs",
+                        "--input_only: folder for the 500x375 JPEGs (written on first use).")
+    flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
+    flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
+    flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
+                      "augmentation and with none, on the same synthetic batch (augment_cost()).")
+
 
 # Peak dense bf16 FLOP/s per chip, from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -186,4 +195,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
