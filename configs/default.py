@@ -5,8 +5,9 @@ No download, no GPU:
 
     python -m jaxcls.main --config=configs/default.py --workdir=runs/quickstart
 
-Measured (2026-11-24, 2 CPU cores, the command above): 99.7% test top-1 (359/360) after
-20 epochs, 98 s wall; 98.3% after the first 5 epochs.
+Measured (2026-11-24, 2 CPU cores, the command above, with the augmentation of
+jaxcls/data/augment.py): 99.4% test top-1 (358/360) after 20 epochs, best 99.4% from epoch 10,
+58 s wall; 96.7% after the first 5 epochs.
 """
 
 from jaxcls import defaults
