@@ -56,7 +56,7 @@ def resolve_checkpoint(workdir: str, which: str = "best") -> str:
             with open(summary_path) as f:
                 step = json.load(f).get("best_step")
         if step is None:
-            step = train._best_eval(os.path.join(workdir, "metrics.jsonl"))[1]
+            step = train.best_eval(train.eval_rows(os.path.join(workdir, "metrics.jsonl")))[1]
         if step is None:
             raise ValueError(f"{workdir} has no evaluated checkpoint: pass --checkpoint=last or "
                              f"a step of {saved}")

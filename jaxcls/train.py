@@ -74,7 +74,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{key}={config[key]} must be positive")
 
 
-def _eval_rows(metrics_path: str) -> list[dict]:
+def eval_rows(metrics_path: str) -> list[dict]:
     """The eval lines logged so far: a resumed run keeps counting from them."""
     if not os.path.exists(metrics_path):
         return []
@@ -82,10 +82,11 @@ def _eval_rows(metrics_path: str) -> list[dict]:
         return [row for line in f if (row := json.loads(line)).get("split") == "eval"]
 
 
-def _best_eval(metrics_path: str) -> tuple[float, int | None]:
-    """Best eval accuracy (and its step) logged so far: a resumed run keeps counting from it."""
+def best_eval(rows: list[dict]) -> tuple[float, int | None]:
+    """Best eval accuracy (and its step) among `eval_rows`: a resumed run keeps counting from
+    it; `jaxcls.evaluate` picks the best checkpoint by it."""
     best = (-1.0, None)
-    for row in _eval_rows(metrics_path):
+    for row in rows:
         if row["accuracy"] > best[0]:
             best = (row["accuracy"], row["step"])
     return best
@@ -294,8 +295,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
-    evals = _eval_rows(os.path.join(workdir, "metrics.jsonl"))
-    best_accuracy, best_step = _best_eval(os.path.join(workdir, "metrics.jsonl"))
+    evals = eval_rows(os.path.join(workdir, "metrics.jsonl"))
+    best_accuracy, best_step = best_eval(evals)
     lr_scale = optim.plateau_scale(state.opt_state)  # schedule='plateau' cuts so far, else 1
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
