@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -48,3 +49,16 @@ def run_python(code: str, devices: int = 1, timeout: int = 600, **popen) -> subp
 @pytest.fixture
 def workdir(tmp_path):
     return str(tmp_path / "run")
+
+
+def torch_references():
+    """(torch, torchvision, timm) for parity tests. The registry's torchvision 0.28.0 is built
+    against CUDA torch: beside the CPU torch its C ops cannot register, but the model code is
+    pure Python, so its op registrations are skipped (../shared/DESIGN.md, "Findings")."""
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    import timm
+    import torch
+    import torchvision
+
+    return torch, torchvision, timm
