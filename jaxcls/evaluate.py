@@ -195,7 +195,8 @@ def check_same_classes(runs: list[Run]) -> None:
 def _split_source(dataset: sources.Dataset, split: str, workdir: str):
     source = {"test": dataset.eval, "val": dataset.val, "train": dataset.train}[split]
     if source is None:
-        raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0")
+        raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0 "
+                         f"and its folder has no val/ folder")
     return source
 
 
