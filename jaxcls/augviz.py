@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image
 
-from jaxcls import steps, train, writers
+from jaxcls import cli, steps, train, writers
 from jaxcls.data import augment, sources
 
 
@@ -106,4 +106,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

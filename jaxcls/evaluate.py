@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from jaxcls import calibration, checkpoint, defaults, metrics, report, sharding, train, writers
+from jaxcls import calibration, checkpoint, cli, defaults, metrics, report, sharding, train, writers
 from jaxcls.data import augment, loader, sources, tta
 
 # ---- a trained run ---------------------------------------------------------------------------
@@ -341,4 +341,4 @@ if __name__ == "__main__":
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out; train.")
     flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta][_ensemble]")
-    app.run(main)
+    cli.run(main)

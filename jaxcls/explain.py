@@ -30,10 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
-from jaxcls import evaluate, writers
+from jaxcls import cli, evaluate, writers
 from jaxcls.data import augment
 from jaxcls.data.images import IMAGE_EXTENSIONS, load_image
 from jaxcls.models import vit
@@ -372,4 +372,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxcls import calibration, evaluate, sharding, writers
+from jaxcls import calibration, cli, evaluate, sharding, writers
 from jaxcls.data import images
 
 
@@ -150,4 +150,4 @@ if __name__ == "__main__":
     evaluate.define_run_flags()
     flags.DEFINE_integer("top_k", 5, "labels printed per image")
     flags.DEFINE_bool("json", False, "one JSON object per line")
-    app.run(main)
+    cli.run(main)
