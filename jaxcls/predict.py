@@ -20,17 +20,15 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxcls import calibration, cli, evaluate, sharding, writers
-from jaxcls.data import images
+from jaxcls.data import folders, images
 
 
 def expand(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given, and every non-hidden file under given folders (sorted)."""
+    """Files as given, and every non-hidden file under given folders (sorted, through
+    symlinks: `folders.walk_files`); files that are not images are reported, not dropped."""
     for p in paths:
         if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                yield from (os.path.join(root, f) for f in sorted(files)
-                            if not f.startswith("."))
+            yield from folders.walk_files(p)
         else:
             yield p
 
