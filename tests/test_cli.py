@@ -58,7 +58,8 @@ def test_main_prints_one_error_line_for_an_unknown_key_and_a_missing_folder(tmp_
             f"--workdir={tmp_path / 'run'}"]
     missing = str(tmp_path / "no_such_folder")
     runs = {  # started together: each pays the Python + JAX start
-        "typo": subprocess.Popen(base + ["--config.batch_sise=8"], cwd=ROOT, env=_env(),
+        "typo": subprocess.Popen(base[:-1] + [f"--workdir={tmp_path / 'typo_run'}",
+                                              "--config.batch_sise=8"], cwd=ROOT, env=_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
         "missing": subprocess.Popen(base + [f"--config.dataset=folder:{missing}"], cwd=ROOT,
                                     env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -68,6 +69,7 @@ def test_main_prints_one_error_line_for_an_unknown_key_and_a_missing_folder(tmp_
     assert out["typo"] == ('error: --config.batch_sise=8: unknown config key \'batch_sise\'; '
                            'Did you mean "batch_size" instead of "batch_sise"?\n', 2)
     assert out["missing"] == (f"error: dataset folder '{missing}' does not exist\n", 2)
+    assert not os.path.exists(tmp_path / "typo_run")  # the bad key failed before any work
 
 
 def test_every_command_prints_user_errors_as_one_line(tmp_path):
