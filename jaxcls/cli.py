@@ -12,7 +12,6 @@ Anything else is a bug and keeps its traceback. JAX's note that it found no TPU 
 initialize backend 'tpu'") is dropped on machines without TPU chips.
 """
 
-import glob
 import linecache
 import logging
 import os
@@ -22,6 +21,8 @@ import traceback
 from collections.abc import Callable
 
 from absl import app, flags
+
+from jaxcls import distributed
 
 ENV_TRACEBACK = "JAXCLS_TRACEBACK"
 EXIT_USER_ERROR = 2
@@ -34,10 +35,6 @@ class _FlagError(Exception):
     """An error while parsing the command line, with the argument it came from."""
 
 
-def _has_tpu() -> bool:
-    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
-
-
 class _NoTpuProbe(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Unable to initialize backend 'tpu'")
@@ -45,7 +42,7 @@ class _NoTpuProbe(logging.Filter):
 
 def silence_tpu_probe() -> None:
     """Drops JAX's 'Unable to initialize backend tpu' log line where there are no TPU chips."""
-    if not _has_tpu():
+    if not distributed._on_tpu_vm():  # libtpu and TPU chips
         logging.getLogger("jax._src.xla_bridge").addFilter(_NoTpuProbe())
 
 

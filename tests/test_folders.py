@@ -82,9 +82,10 @@ def test_class_folders_without_splits_hold_out_stratified_and_skip_hidden(tmp_pa
     assert again.eval.paths == ds.eval.paths
 
 
-@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("multilabel", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_folders_without_split_folders_train(tmp_path, multilabel):
-    """The new layouts end to end: class folders, and labels.csv beside the images."""
+    """The new layouts end to end: class folders, and labels.csv beside the images (slow: the
+    training path is the one test_variants' multi-label folder run takes)."""
     root = tmp_path / "data"
     if multilabel:
         _multilabel_flat(root, 40)
