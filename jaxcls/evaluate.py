@@ -339,6 +339,6 @@ def main(argv):
 if __name__ == "__main__":
     define_run_flags()
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
-                      "val: its config.val_fraction hold-out; train.")
+                      "val: its config.val_fraction hold-out or val/ folder; train.")
     flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta][_ensemble]")
     cli.run(main)

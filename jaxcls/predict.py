@@ -2,11 +2,11 @@
 
     python -m jaxcls.predict --workdir=W IMAGE_OR_DIR ... [--top_k=5] [--json] [--tta=flip]
 
-Folders are walked recursively; files are decoded in parallel and predicted in batches over all
-devices. A file that is not a readable image is reported on stderr and skipped (exit code 0 when
-at least one image was predicted). Probabilities use the temperature stored by
-`jaxcls.evaluate` for the checkpoint (and TTA spec) when there is one. Several --workdir: the
-mean of the runs' (calibrated) probabilities.
+Folders are walked recursively (hidden entries skipped, symlinks followed); files are decoded
+in parallel and predicted in batches over all devices. A file that is not a readable image is
+reported on stderr and skipped (exit code 0 when at least one image was predicted).
+Probabilities use the temperature stored by `jaxcls.evaluate` for the checkpoint (and TTA
+spec) when there is one. Several --workdir: the mean of the runs' (calibrated) probabilities.
 """
 
 import json
