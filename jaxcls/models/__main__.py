@@ -12,10 +12,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from jax.extend import core
 
-from jaxcls import models
+from jaxcls import cli, models
 from jaxcls.models import conv
 
 flags.DEFINE_list("names", None, "Models to list (default: all).")
@@ -52,6 +52,8 @@ def count(name: str, image_size: int | None = None, num_classes: int = 1000) -> 
 
 def main(argv):
     del argv
+    for name in flags.FLAGS.names or ():
+        models.check_name(name)
     print(f"{'model':<16}{'params':>14}{'GMACs':>9}  size")
     for name in flags.FLAGS.names or models.MODELS:
         c = count(name)
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
