@@ -76,7 +76,6 @@ def create_app(served: Served, settings: Settings | None = None) -> FastAPI:
         body = await inputs.read_body(request.headers, request.stream(),
                                       settings.max_request_bytes)
         items = await inputs.split_images(request.headers, body, settings.max_images)
-        inputs.check_count(items, settings.max_images)
         probs = await batcher.predict(await run_in_threadpool(decode_all, items))
         k = max(1, min(top_k, len(served.class_names)))
         predictions = []

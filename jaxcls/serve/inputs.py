@@ -3,6 +3,7 @@ body size while it streams in, pixel count from the header before decoding. Ever
 is an InputError carrying an HTTP status and a one-line message."""
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -57,6 +58,9 @@ async def split_images(headers: Headers, body: bytes, max_images: int
     try:
         form = await MultiPartParser(headers, stream(), max_files=max_images).parse()
     except MultiPartException as e:
+        if e.message.startswith("Too many files"):
+            raise InputError(413, f"more than {max_images} images in one request "
+                                  "(--max_images)") from None
         raise InputError(400, f"bad multipart body: {e.message}") from None
     files = [(v.filename or k, await v.read()) for k, v in form.multi_items()
              if not isinstance(v, str)]
@@ -64,12 +68,6 @@ async def split_images(headers: Headers, body: bytes, max_images: int
     if not files:
         raise InputError(400, "multipart body holds no files")
     return files
-
-
-def check_count(items: list, max_images: int) -> None:
-    if len(items) > max_images:
-        raise InputError(413, f"{len(items)} images in one request; the limit is {max_images} "
-                              "(--max_images)")
 
 
 def decode(number: int, name: str, data: bytes, size: int, crop_frac: float,
@@ -82,8 +80,10 @@ def decode(number: int, name: str, data: bytes, size: int, crop_frac: float,
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    except Image.DecompressionBombError as e:
-        raise InputError(413, f"{label} is too large: {e}") from None
+    except Image.DecompressionBombError as e:  # PIL's own limit, far above --max_pixels
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise InputError(413, f"{label} is too large: {pixels[1] if pixels else 'too many'} "
+                              f"pixels, over the limit of {max_pixels} (--max_pixels)") from None
     except Image.UnidentifiedImageError:
         raise InputError(400, f"{label} is not a readable image (unknown format)") from None
     except Exception as e:  # PIL raises many types on non-image input

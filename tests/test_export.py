@@ -1,0 +1,108 @@
+"""jaxcls.export: the artifact reloads in a process without jaxcls and gives the run's
+calibrated probabilities; the self-check refuses to write a mismatching export; predict
+--exported runs from it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+import jaxcls
+from jaxcls import predict
+from jaxcls.data import sources
+from jaxcls.export import artifact, build
+
+# A consumer with jax and numpy only: importing jaxcls would raise.
+CONSUMER = r"""
+import sys
+sys.modules["jaxcls"] = None
+import jax, numpy as np
+directory, images, out = sys.argv[1:4]
+with open(directory + "/model.jax", "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+x = np.load(images)
+np.save(out, np.concatenate([np.asarray(exported.call(x[:3])), np.asarray(exported.call(x[3:]))]))
+print(sorted(m for m, v in sys.modules.items() if v is not None
+            and m.split(".")[0] in ("jaxcls", "flax", "optax", "orbax")))
+"""
+
+
+def _images(n=7):
+    return sources.create(tiny_config()).eval.images[:n]
+
+
+def _reference(workdir, x):
+    return predict.Predictor([workdir], "last").probs({(8, 1.0): x})
+
+
+def test_artifact_reloads_without_jaxcls_with_the_runs_calibrated_probabilities(exported_run,
+                                                                                 tmp_path):
+    workdir, out, meta = exported_run
+    x = _images()
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", CONSUMER, out, str(tmp_path / "x.npy"),
+                           str(tmp_path / "p.npy")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"  # no model code was imported
+    probs = np.load(tmp_path / "p.npy")
+    reference = _reference(workdir, x)  # jaxcls.predict: the model, then T = 2.5
+    assert probs.shape == (7, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, reference, atol=1e-6)
+    uncalibrated = reference ** 2.5 / (reference ** 2.5).sum(-1, keepdims=True)
+    assert np.abs(probs - uncalibrated).max() > 1e-3  # the temperature is inside
+
+
+def test_metadata_describes_the_function_and_its_source(exported_run):
+    workdir, out, meta = exported_run
+    with open(os.path.join(out, artifact.METADATA_FILE)) as f:
+        assert json.load(f) == meta
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["input"] == {"dtype": "uint8", "shape": ["batch", 8, 8, 3],
+                             "layout": "NHWC, RGB"}
+    assert meta["image_size"] == 8 and meta["preprocessing"]["crop_frac"] == 1.0
+    assert meta["preprocessing"]["mean"] == list(tiny_config().mean)
+    assert meta["temperature"] == 2.5 and meta["calibrated"] is True
+    assert meta["platforms"] == ["cpu", "cuda", "tpu"]
+    assert meta["source"]["checkpoint"] == os.path.join(workdir, "checkpoints", "10")
+    assert meta["source"]["step"] == 10 and meta["source"]["workdir"] == workdir
+    assert meta["jaxcls_version"] == jaxcls.__version__
+    check = meta["verification"]
+    assert check["examples"] == 96 and check["split"] == "test"
+    assert check["max_abs_diff"] <= 1e-4 and check["top1_agreement"] == 1.0
+
+
+def test_a_mismatch_fails_the_export_and_writes_nothing(exported_run, tmp_path):
+    workdir = exported_run[0]
+    out = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"^export check failed on 32 eval examples of .*: max "
+                       r"\|Δprob\| .* top-1 agreement 1\.0000 \(minimum 1\.5\); nothing "
+                       r"written to .*bad$"):
+        build.export_run(workdir, out, "last", verify_examples=32, min_top1_agreement=1.5)
+    assert not os.path.exists(out)
+    with pytest.raises(ValueError, match=r"--platforms: unknown \['gpu'\]"):
+        build.export_run(workdir, out, "last", platforms=("cpu", "gpu"))
+
+
+def test_predict_runs_from_the_export(exported_run, tmp_path):
+    workdir, out, _ = exported_run
+    x = _images(3)
+    files = []
+    for i, image in enumerate(x):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(files[-1])
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    rows = list(predict.predict(None, [str(tmp_path)], top_k=3, exported=out, progress=False))
+    assert [r["path"] for r in rows if "error" in r] == [str(tmp_path / "junk.png")]
+    rows = [r for r in rows if "top_k" in r]
+    reference = _reference(workdir, x)
+    assert [r["path"] for r in rows] == files
+    for r, p in zip(rows, reference, strict=True):
+        top = np.argsort(-p, kind="stable")[:3]
+        assert [label for label, _ in r["top_k"]] == [str(j) for j in top]
+        np.testing.assert_allclose([q for _, q in r["top_k"]], p[top], atol=1e-6)
