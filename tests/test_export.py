@@ -68,6 +68,7 @@ def test_metadata_describes_the_function_and_its_source(exported_run):
     assert meta["image_size"] == 8 and meta["preprocessing"]["crop_frac"] == 1.0
     assert meta["preprocessing"]["mean"] == list(tiny_config().mean)
     assert meta["temperature"] == 2.5 and meta["calibrated"] is True
+    assert meta["format"] == "jax.export" and meta["file"] == "model.jax"
     assert meta["platforms"] == ["cpu", "cuda", "tpu"]
     assert meta["source"]["checkpoint"] == os.path.join(workdir, "checkpoints", "10")
     assert meta["source"]["step"] == 10 and meta["source"]["workdir"] == workdir
@@ -80,11 +81,12 @@ def test_metadata_describes_the_function_and_its_source(exported_run):
 def test_a_mismatch_fails_the_export_and_writes_nothing(exported_run, tmp_path):
     workdir = exported_run[0]
     out = str(tmp_path / "bad")
-    with pytest.raises(ValueError, match=r"^export check failed on 32 eval examples of .*: max "
-                       r"\|Δprob\| .* top-1 agreement 1\.0000 \(minimum 1\.5\); nothing "
-                       r"written to .*bad$"):
+    with pytest.raises(ValueError, match=r"^export check failed for model\.jax on 32 eval "
+                       r"examples of .*: max \|Δprob\| .* top-1 agreement 1\.0000 "
+                       r"\(minimum 1\.5\); nothing written to .*bad$"):
         build.export_run(workdir, out, "last", verify_examples=32, min_top1_agreement=1.5)
     assert not os.path.exists(out)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".export-")]  # staging removed
     with pytest.raises(ValueError, match=r"--platforms: unknown \['gpu'\]"):
         build.export_run(workdir, out, "last", platforms=("cpu", "gpu"))
 

@@ -42,6 +42,9 @@ class Artifact:
 
     def __init__(self, directory: str):
         self.metadata = read_metadata(directory)
+        if self.metadata.get("format") != "jax.export":
+            raise ValueError(f"{directory} holds a {self.metadata.get('format')!r} export: "
+                             "jaxcls.predict and jaxcls.serve run --format=jax exports")
         self.exported = deserialize(directory)
         self.class_names = list(self.metadata["class_names"])
         self.image_size = int(self.metadata["image_size"])

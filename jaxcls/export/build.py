@@ -9,6 +9,8 @@ softmax(log-probabilities / T) [batch, C], with a symbolic batch. Decoding and t
 import datetime
 import json
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +49,6 @@ def metadata(run: evaluate.Run, tta_spec: str, temperature: float | None, ema: b
     """What a consumer needs besides the function: classes, input, preprocessing, source."""
     config = run.config
     return {
-        "format": "jax.export",
-        "file": artifact.MODEL_FILE,
         "input": {"dtype": "uint8", "shape": ["batch", config.image_size, config.image_size, 3],
                   "layout": "NHWC, RGB"},
         "output": {"dtype": "float32", "shape": ["batch", len(run.class_names)],
@@ -94,15 +94,45 @@ def compare(reference, candidate, source, batch_size: int, num_threads: int = 1)
     return {"examples": count, "max_abs_diff": max_diff, "top1_agreement": agree / count}
 
 
+FORMATS = ("jax", "savedmodel")
+
+
+def _write_jax(fn, image_size: int, platforms: tuple[str, ...], stage: str) -> tuple[dict, dict]:
+    """STAGE/model.jax; ({file: reloaded callable}, metadata fields)."""
+    exported = export_function(fn, image_size, platforms)
+    serialized = exported.serialize()
+    with open(os.path.join(stage, artifact.MODEL_FILE), "wb") as f:
+        f.write(serialized)
+    reloaded = jax.jit(artifact.deserialize(stage).call)  # what a consumer gets
+    return ({artifact.MODEL_FILE: lambda x: np.asarray(reloaded(x))},
+            {"format": "jax.export", "file": artifact.MODEL_FILE,
+             "platforms": list(exported.platforms),
+             "calling_convention_version": exported.calling_convention_version})
+
+
+def _write_tf(fn, image_size: int, stage: str) -> tuple[dict, dict]:
+    """STAGE/savedmodel and STAGE/model.tflite; ({file: reloaded callable}, metadata fields)."""
+    from jaxcls.export import tf_export
+
+    savedmodel = tf_export.write_savedmodel(fn, image_size, stage)
+    tflite = tf_export.write_tflite(stage)
+    return ({tf_export.SAVEDMODEL_DIR: savedmodel, tf_export.TFLITE_FILE: tflite},
+            {"format": "savedmodel", "file": tf_export.SAVEDMODEL_DIR,
+             "tflite_file": tf_export.TFLITE_FILE})
+
+
 def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
                tta_spec: str = "", platforms: tuple[str, ...] = PLATFORMS,
                verify_examples: int = 1000, tolerance: float = 1e-4,
-               min_top1_agreement: float = 0.999) -> dict:
-    """Exports `workdir` at checkpoint `which` to OUT/model.jax + OUT/metadata.json after
-    checking the deserialised artifact against jaxcls.predict on the first `verify_examples`
-    of the run's eval split (0: all of it); raises ValueError, writing nothing, when max |Δprob|
-    exceeds `tolerance` or top-1 agreement falls below `min_top1_agreement`. Returns the
-    metadata."""
+               min_top1_agreement: float = 0.999, fmt: str = "jax") -> dict:
+    """Exports `workdir` at checkpoint `which` to OUT (`fmt` jax: model.jax; savedmodel:
+    savedmodel/ and model.tflite) + OUT/metadata.json after checking every reloaded file
+    against jaxcls.predict on the first `verify_examples` of the run's eval split (0: all of
+    it); raises ValueError, writing nothing, when max |Δprob| exceeds `tolerance` or top-1
+    agreement falls below `min_top1_agreement`. Returns the metadata."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format={fmt!r}: use one of {FORMATS} (ONNX: see "
+                         "jaxcls/export/__init__.py)")
     unknown = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     if unknown or not platforms:
         raise ValueError(f"--platforms: unknown {unknown or 'empty list'}; use cpu, cuda, rocm, "
@@ -110,36 +140,51 @@ def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
     reference = predict.Predictor([workdir], which, tta_spec, ema)
     run, temperature = reference.runs[0], reference.temperatures[0]
     calibrated = calibration.temperature(run.step_dir, tta_spec) is not None
-    exported = export_function(serving_function(run, tta_spec, temperature),
-                               run.config.image_size, tuple(platforms))
-    serialized = exported.serialize()
-    reloaded = jax.jit(jax.export.deserialize(serialized).call)  # what a consumer gets
-
+    fn = serving_function(run, tta_spec, temperature)
     source = sources.create(evaluate._streaming(run.config)).eval
     if verify_examples:
         source = sources.subset(source, np.arange(min(verify_examples, len(source))))
     key = (run.config.image_size, run.config.crop_frac)
-    check = compare(lambda x: reference.probs({key: x}), lambda x: np.asarray(reloaded(x)),
-                    source, reference.batch_size, run.config.num_threads)
-    check.update(split="test", platform=jax.default_backend(), tolerance=tolerance,
-                 min_top1_agreement=min_top1_agreement)
-    if check["max_abs_diff"] > tolerance or check["top1_agreement"] < min_top1_agreement:
-        raise ValueError(
-            f"export check failed on {check['examples']} eval examples of {workdir}: max "
-            f"|Δprob| {check['max_abs_diff']:.3g} (tolerance {tolerance:g}), top-1 agreement "
-            f"{check['top1_agreement']:.4f} (minimum {min_top1_agreement:g}); nothing written "
-            f"to {out}")
-    meta = metadata(run, tta_spec, temperature if calibrated else None, ema,
-                    reference.batch_size)
-    meta.update(platforms=list(exported.platforms),
-                calling_convention_version=exported.calling_convention_version,
-                verification=check)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, artifact.MODEL_FILE), "wb") as f:
-        f.write(serialized)
-    with open(os.path.join(out, artifact.METADATA_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
-    logging.info("exported %s to %s (%d bytes, %s): max |Δprob| %.3g, top-1 agreement %.4f on "
-                 "%d examples", run.step_dir, out, len(serialized), ",".join(exported.platforms),
-                 check["max_abs_diff"], check["top1_agreement"], check["examples"])
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".export-", dir=parent)  # moved into OUT once checked
+    try:
+        if fmt == "jax":
+            candidates, fields = _write_jax(fn, run.config.image_size, tuple(platforms), stage)
+        else:
+            candidates, fields = _write_tf(fn, run.config.image_size, stage)
+        checks = {}
+        for name, candidate in candidates.items():
+            check = compare(lambda x: reference.probs({key: x}), candidate, source,
+                            reference.batch_size, run.config.num_threads)
+            check.update(split="test", platform=jax.default_backend(), tolerance=tolerance,
+                         min_top1_agreement=min_top1_agreement)
+            if (check["max_abs_diff"] > tolerance
+                    or check["top1_agreement"] < min_top1_agreement):
+                raise ValueError(
+                    f"export check failed for {name} on {check['examples']} eval examples of "
+                    f"{workdir}: max |Δprob| {check['max_abs_diff']:.3g} (tolerance "
+                    f"{tolerance:g}), top-1 agreement {check['top1_agreement']:.4f} (minimum "
+                    f"{min_top1_agreement:g}); nothing written to {out}")
+            checks[name] = check
+        meta = metadata(run, tta_spec, temperature if calibrated else None, ema,
+                        reference.batch_size)
+        meta.update(fields)
+        meta["verification"] = checks[meta["file"]]
+        if len(checks) > 1:
+            meta["verification_by_file"] = checks
+        with open(os.path.join(stage, artifact.METADATA_FILE), "w") as f:
+            json.dump(meta, f, indent=2)
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(stage):
+            target = os.path.join(out, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(stage, name), target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    logging.info("exported %s to %s (%s): %s", run.step_dir, out, fmt, "; ".join(
+        f"{n}: max |Δprob| {c['max_abs_diff']:.3g}, top-1 agreement {c['top1_agreement']:.4f} "
+        f"on {c['examples']} examples" for n, c in checks.items()))
     return meta
