@@ -108,3 +108,21 @@ def test_predict_runs_from_the_export(exported_run, tmp_path):
         top = np.argsort(-p, kind="stable")[:3]
         assert [label for label, _ in r["top_k"]] == [str(j) for j in top]
         np.testing.assert_allclose([q for _, q in r["top_k"]], p[top], atol=1e-6)
+
+
+def test_savedmodel_and_tflite_round_trip_where_tensorflow_is_installed(exported_run, tmp_path):
+    tf = pytest.importorskip("tensorflow", reason="--format=savedmodel needs the tf extra")
+    workdir = exported_run[0]
+    out = str(tmp_path / "tf")
+    meta = build.export_run(workdir, out, "last", verify_examples=32, fmt="savedmodel")
+    assert meta["format"] == "savedmodel" and meta["temperature"] == 2.5
+    checks = meta["verification_by_file"]
+    assert sorted(checks) == ["model.tflite", "savedmodel"]
+    assert all(c["max_abs_diff"] <= 1e-4 and c["top1_agreement"] == 1.0 for c in checks.values())
+    x = _images(5)
+    reloaded = tf.saved_model.load(os.path.join(out, "savedmodel"))
+    got = reloaded.signatures["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(next(iter(got.values())).numpy(), _reference(workdir, x),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="holds a 'savedmodel' export"):
+        artifact.Artifact(out)
