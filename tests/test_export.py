@@ -126,3 +126,23 @@ def test_savedmodel_and_tflite_round_trip_where_tensorflow_is_installed(exported
                                atol=1e-5)
     with pytest.raises(ValueError, match="holds a 'savedmodel' export"):
         artifact.Artifact(out)
+
+
+def test_onnx_round_trip_where_jax2onnx_is_installed(exported_run, tmp_path):
+    pytest.importorskip("jax2onnx", reason="--format=onnx needs the onnx extra (its own "
+                        "environment: jax2onnx pins orbax-checkpoint<0.11.37)")
+    import onnx
+    import onnxruntime
+
+    workdir = exported_run[0]
+    out = str(tmp_path / "onnx")
+    meta = build.export_run(workdir, out, "last", verify_examples=32, fmt="onnx")
+    assert meta["format"] == "onnx" and meta["file"] == "model.onnx"
+    assert meta["verification"]["max_abs_diff"] <= 1e-4
+    onnx.checker.check_model(onnx.load(os.path.join(out, "model.onnx")))
+    session = onnxruntime.InferenceSession(os.path.join(out, "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    x = _images(5)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, _reference(workdir, x), atol=1e-5)

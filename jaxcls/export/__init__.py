@@ -15,11 +15,15 @@ the deserialised artifact is compared with jaxcls.predict on the run's eval spli
 --tolerance / --min_top1_agreement fails the command. `jaxcls.predict --exported=DIR` and
 `jaxcls.serve --exported=DIR` run from the artifact.
 
-Other formats (checked 2026-12-03 with jax 0.10.2, in throwaway virtualenvs):
-- ONNX: jax2onnx 0.17.1 installs beside jax 0.10.2 and converted a Conv/BatchNorm/Dense Flax
-  model with a uint8 input and symbolic batch (onnxruntime 1.32 matched JAX to 1.5e-8), but it
-  requires orbax-checkpoint<0.11.37 while jaxcls runs with orbax-checkpoint 0.12.8: installing
-  it would downgrade the core's checkpointing, so it is not an extra and --format=onnx is not
-  implemented.
-- SavedModel / TFLite (jax2tf): see the note on TensorFlow below.
+Other formats (checked 2026-12-03 with jax 0.10.2, each in its own throwaway virtualenv;
+tests/test_export.py runs them where the packages are installed and skips them otherwise):
+- --format=savedmodel (tf_export.py; the `tf` extra): jax2tf with native serialisation (the
+  StableHLO inside an XlaCallModule op, batch polymorphic) -> DIR/savedmodel, then TFLite
+  -> DIR/model.tflite; both reloaded and checked. Works with TensorFlow 2.21.
+- --format=onnx (onnx_export.py; the `onnx` extra): jax2onnx 0.17.1 -> DIR/model.onnx with a
+  uint8 input and a symbolic batch, validated by onnx.checker and checked through onnxruntime
+  1.32. jax2onnx requires orbax-checkpoint<0.11.37 while jaxcls's environment runs 0.12.8, so
+  the extra is not part of `test` (CI does not run it) and belongs in its own environment
+  (there, orbax-checkpoint 0.11.36 reads jaxcls checkpoints written by 0.12.8).
+jaxcls.predict and jaxcls.serve read --format=jax exports only.
 """

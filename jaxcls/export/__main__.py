@@ -25,7 +25,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "output directory (model.jax, metadata.json)")
     flags.DEFINE_enum("format", "jax", list(build.FORMATS), "jax: jax.export serialized "
                       "StableHLO; savedmodel: a TF SavedModel and a TFLite file (jax2tf, needs "
-                      "the tf extra)")
+                      "the tf extra); onnx: jax2onnx (the onnx extra)")
     flags.DEFINE_string("platforms", ",".join(build.PLATFORMS), "comma-separated lowering "
                         "platforms of --format=jax: cpu, cuda, rocm, tpu")
     flags.DEFINE_integer("verify_examples", 1000, "eval examples the artifact is checked on "

@@ -94,7 +94,7 @@ def compare(reference, candidate, source, batch_size: int, num_threads: int = 1)
     return {"examples": count, "max_abs_diff": max_diff, "top1_agreement": agree / count}
 
 
-FORMATS = ("jax", "savedmodel")
+FORMATS = ("jax", "savedmodel", "onnx")
 
 
 def _write_jax(fn, image_size: int, platforms: tuple[str, ...], stage: str) -> tuple[dict, dict]:
@@ -121,18 +121,25 @@ def _write_tf(fn, image_size: int, stage: str) -> tuple[dict, dict]:
              "tflite_file": tf_export.TFLITE_FILE})
 
 
+def _write_onnx(fn, image_size: int, stage: str) -> tuple[dict, dict]:
+    """STAGE/model.onnx; ({file: onnxruntime callable}, metadata fields)."""
+    from jaxcls.export import onnx_export
+
+    session = onnx_export.write_onnx(fn, image_size, stage)
+    return {onnx_export.ONNX_FILE: session}, {"format": "onnx", "file": onnx_export.ONNX_FILE}
+
+
 def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
                tta_spec: str = "", platforms: tuple[str, ...] = PLATFORMS,
                verify_examples: int = 1000, tolerance: float = 1e-4,
                min_top1_agreement: float = 0.999, fmt: str = "jax") -> dict:
     """Exports `workdir` at checkpoint `which` to OUT (`fmt` jax: model.jax; savedmodel:
-    savedmodel/ and model.tflite) + OUT/metadata.json after checking every reloaded file
-    against jaxcls.predict on the first `verify_examples` of the run's eval split (0: all of
-    it); raises ValueError, writing nothing, when max |Δprob| exceeds `tolerance` or top-1
-    agreement falls below `min_top1_agreement`. Returns the metadata."""
+    savedmodel/ and model.tflite; onnx: model.onnx) + OUT/metadata.json after checking every
+    reloaded file against jaxcls.predict on the first `verify_examples` of the run's eval split
+    (0: all of it); raises ValueError, writing nothing, when max |Δprob| exceeds `tolerance`
+    or top-1 agreement falls below `min_top1_agreement`. Returns the metadata."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format={fmt!r}: use one of {FORMATS} (ONNX: see "
-                         "jaxcls/export/__init__.py)")
+        raise ValueError(f"--format={fmt!r}: use one of {FORMATS}")
     unknown = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     if unknown or not platforms:
         raise ValueError(f"--platforms: unknown {unknown or 'empty list'}; use cpu, cuda, rocm, "
@@ -152,8 +159,10 @@ def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
     try:
         if fmt == "jax":
             candidates, fields = _write_jax(fn, run.config.image_size, tuple(platforms), stage)
-        else:
+        elif fmt == "savedmodel":
             candidates, fields = _write_tf(fn, run.config.image_size, stage)
+        else:
+            candidates, fields = _write_onnx(fn, run.config.image_size, stage)
         checks = {}
         for name, candidate in candidates.items():
             check = compare(lambda x: reference.probs({key: x}), candidate, source,
