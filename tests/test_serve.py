@@ -170,3 +170,49 @@ def test_a_workdir_serves_the_same_function_as_its_export(exported_run):
     assert served.class_names == meta["class_names"] and served.image_size == 8
     assert json.dumps(served.metadata)  # GET /metadata serialises it
     assert os.path.isdir(out)
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_server_keeps_serving():
+    """An in-process uvicorn around a model that takes 0.5 s per batch, with a 0.1 s limit."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from jaxcls.serve.app import Settings, create_app
+
+    class Slow:
+        calls = 0
+
+        def __call__(self, x):
+            Slow.calls += 1
+            time.sleep(0.5)
+            return np.full((len(x), 2), 0.5, np.float32)
+
+        def _cache_size(self):
+            return 0
+
+    served = model.Served(Slow(), ["a", "b"], 8, 1.0, {"class_names": ["a", "b"]})
+    app = create_app(served, Settings(timeout_s=0.1, warm_up=False, max_wait_ms=1))
+    port = load.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        png = _png(np.zeros((8, 8, 3), np.uint8))
+        r = httpx.post(f"{base}/predict", content=png, headers={"Content-Type": "image/png"})
+        assert (r.status_code, r.json()) == (504, {"detail": "no answer within 0.1 s "
+                                                             "(--timeout_s)"})
+        assert httpx.get(f"{base}/health").json()["status"] == "ok"
+        assert httpx.get(f"{base}/metadata").json() == {"class_names": ["a", "b"]}
+        time.sleep(0.6)  # the slow batch finishes; its answer has nobody to go to
+        assert Slow.calls == 1
+    finally:
+        server.should_exit = True
+        thread.join(10)
