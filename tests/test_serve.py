@@ -216,3 +216,16 @@ def test_a_request_past_the_timeout_gets_504_and_the_server_keeps_serving():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_load_test_is_bounded_and_loses_nothing(server):
+    base, _ = server
+    result = asyncio.run(load.run_load(base, load.synthetic_jpegs(4, 16), clients=3,
+                                       seconds=1.0, images_per_request=2))
+    assert result["requests"] > 0 and result["failed"] == 0 and not result["first_failures"]
+    assert result["compilations_before"] == result["compilations_after"] == 4
+    assert result["p50_ms"] <= result["p99_ms"] and result["rss_mib_after"] > 0
+    with pytest.raises(ValueError, match=r"--clients must be in \[1, 64\]"):
+        asyncio.run(load.run_load(base, [], clients=65, seconds=1.0))
+    with pytest.raises(ValueError, match="only targets this machine"):
+        asyncio.run(load.run_load("http://example.com:80", [], clients=1, seconds=1.0))
