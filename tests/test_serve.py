@@ -119,6 +119,8 @@ def test_bad_input_gets_an_exact_4xx_and_the_server_keeps_serving(server):
         (dict(content=b"\0" * (MAX_BYTES + 1), headers=raw), 413,
          f"request body of {MAX_BYTES + 1} bytes is over the limit of {MAX_BYTES} bytes "
          "(--max_request_bytes)"),
+        (dict(content=iter([b"\0" * 60_000] * 2), headers=raw), 413,  # chunked, no length
+         f"request body is over the limit of {MAX_BYTES} bytes (--max_request_bytes)"),
         (dict(files=[("f", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(MAX_IMAGES + 1)]),
          413, f"more than {MAX_IMAGES} images in one request (--max_images)"),
         (dict(content=b'--x\r\nContent-Disposition: form-data; name="note"\r\n\r\nno file'

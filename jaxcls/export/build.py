@@ -1,4 +1,4 @@
-"""Building, checking and writing the jax.export artifact of a run.
+"""Building, checking and writing a run's export (jax.export; SavedModel/TFLite; ONNX).
 
 The exported function is jaxcls.evaluate's prediction (normalisation, model, TTA views) with the
 run's parameters as constants and its stored temperature applied: uint8 [batch, S, S, 3] ->
