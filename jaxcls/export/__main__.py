@@ -2,7 +2,7 @@
 
 from absl import app, flags
 
-from jaxcls import evaluate, writers
+from jaxcls import cli, evaluate, writers
 from jaxcls.export import build
 
 
@@ -33,4 +33,4 @@ if __name__ == "__main__":
     flags.DEFINE_float("tolerance", 1e-4, "largest allowed |Δprob| in the check")
     flags.DEFINE_float("min_top1_agreement", 0.999, "smallest allowed top-1 agreement")
     flags.mark_flags_as_required(["out"])
-    app.run(main)
+    cli.run(main)

@@ -4,7 +4,7 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from jaxcls import evaluate, writers
+from jaxcls import cli, evaluate, writers
 from jaxcls.serve import model
 from jaxcls.serve.app import Settings, create_app
 
@@ -42,4 +42,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_images", defaults.max_images, "images per request limit")
     flags.DEFINE_float("timeout_s", defaults.timeout_s, "per-request time limit")
     flags.DEFINE_bool("warm_up", defaults.warm_up, "compile every bucket before serving")
-    app.run(main)
+    cli.run(main)

@@ -26,6 +26,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from jaxcls import cli
+
 MAX_CLIENTS, MAX_SECONDS = 64, 300
 
 
@@ -168,4 +170,4 @@ if __name__ == "__main__":
     flags.DEFINE_multi_string("image", None, "image files to post (default: synthetic JPEGs)")
     flags.DEFINE_integer("max_batch", 32, "the started server's --max_batch")
     flags.DEFINE_float("max_wait_ms", 5.0, "the started server's --max_wait_ms")
-    app.run(main)
+    cli.run(main)
