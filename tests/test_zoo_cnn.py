@@ -116,12 +116,9 @@ def test_googlenet_matches_torchvision_ignoring_aux_heads(tmp_path):
                         ).preprocessing["mean"] == (0.5, 0.5, 0.5)
 
 
-def test_inception_v3_matches_torchvision_and_timm(tmp_path):
-    """The two libraries name every tensor alike; torchvision's also hold AuxLogits."""
+def test_inception_v3_matches_timm(tmp_path):
+    """(torchvision names every tensor alike and adds AuxLogits: tested at 299, slow.)"""
     torch.manual_seed(0)
-    ref = _randomise(tv.inception_v3(num_classes=10, init_weights=False))
-    assert any(k.startswith("AuxLogits.") for k in ref.state_dict())
-    _check(ref, "inception_v3", 75, tmp_path, "timm")
     ref = _randomise(timm.create_model("inception_v3", num_classes=10))
     _check(ref, "inception_v3", 75, tmp_path, "timm")
 
@@ -160,12 +157,14 @@ def test_lenet5_has_the_1998_layout():
         model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
 
 
-@pytest.mark.parametrize("name,size,layer", [
-    ("lenet5", 32, "c3"), ("alexnet", 224, "conv5"), ("vgg11_bn", 224, "features_26"),
-    ("googlenet", 224, "inception5b"), ("inception_v3", 299, "Mixed_7c"),
-    ("densenet121", 224, "norm5")])
-def test_grad_cam_default_layer_is_the_last_feature_map(name, size, layer):
-    model = models.create(name, 10)
+@pytest.mark.parametrize("name,size,layer,kwargs", [
+    ("lenet5", 32, "c3", {}), ("alexnet", 224, "conv5", {}),
+    ("vgg11_bn", 224, "features_26", {}), ("vgg11", 224, "features_18", {"conv_head": True}),
+    ("googlenet", 224, "inception5b", {}), ("densenet121", 64, "norm5", SMALL_DENSENET_KWARGS),
+    pytest.param("inception_v3", 299, "Mixed_7c", {}, marks=pytest.mark.slow)])
+def test_grad_cam_default_layer_is_the_last_feature_map(name, size, layer, kwargs):
+    """The last top-level module with a spatial output: the last conv/BN, inception module."""
+    model = models.create(name, 10, **kwargs)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                   jnp.zeros((1, size, size, 3))))
     assert explain.default_layer(explain.spatial_layers(model, variables, (size, size, 3))) \
@@ -188,3 +187,55 @@ def test_grad_cam_gradients_at_densenet_norm5():
         :, None, None, :] / 4
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-6 * float(
         np.abs(expected).max()))
+
+
+# ---- full size and published counts (slow) -------------------------------------------------------
+
+PUBLISHED = [  # name, parameters with 1000 classes, GMACs at the default resolution
+    ("alexnet", 61_100_840, 0.71),
+    ("vgg11", 132_863_336, 7.61), ("vgg11_bn", 132_868_840, 7.61),
+    ("vgg13", 133_047_848, 11.31), ("vgg13_bn", 133_053_736, 11.31),
+    ("vgg16", 138_357_544, 15.47), ("vgg16_bn", 138_365_992, 15.47),
+    ("vgg19", 143_667_240, 19.63), ("vgg19_bn", 143_678_248, 19.63),
+    ("googlenet", 6_624_904, 1.50),
+    ("inception_v3", 23_834_568, 5.71),  # timm's count; torchvision's 27,161,264 has AuxLogits
+    ("densenet121", 7_978_856, 2.83), ("densenet161", 28_681_000, 7.73),
+    ("densenet169", 14_149_480, 3.36), ("densenet201", 20_013_928, 4.29),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params,gmacs", PUBLISHED)
+def test_published_parameters_and_gmacs(name, params, gmacs):
+    """torchvision's documented figures (timm's for Inception-v3 without its aux head)."""
+    c = models_main.count(name)
+    assert c["params"] == params
+    assert abs(c["gmacs"] - gmacs) < 0.006 * gmacs + 0.005, c
+
+
+@pytest.mark.slow
+def test_full_size_alexnet_and_vgg16_bn_match_torchvision(tmp_path):
+    torch.manual_seed(0)
+    _check(_randomise(tv.alexnet()), "alexnet", 224, tmp_path, "torchvision")
+    _check(_randomise(tv.vgg16_bn()), "vgg16_bn", 224, tmp_path, "torchvision")
+
+
+@pytest.mark.slow
+def test_full_size_vgg16_bn_and_a_sliding_conv_head_match_timm(tmp_path):
+    """At 224 timm's 7x7 conv sees the whole 7x7 map; at 256 it slides over 8x8 (2x2 outputs,
+    then averaged), which torchvision's Linear head cannot do."""
+    torch.manual_seed(0)
+    _check(_randomise(timm.create_model("vgg16_bn")), "vgg16_bn", 224, tmp_path, "timm")
+    ref = _randomise(timm.create_model("vgg11", num_classes=10, mlp_ratio=64 / 4096))
+    _check(ref, "vgg11", 256, tmp_path, "timm", mlp_dims=(64, 4096))
+
+
+@pytest.mark.slow
+def test_full_size_googlenet_inception_v3_densenet121_match_torchvision(tmp_path):
+    torch.manual_seed(0)
+    _check(_randomise(tv.googlenet(init_weights=True)), "googlenet", 224, tmp_path,
+           "torchvision")
+    _check(_randomise(tv.inception_v3(init_weights=False)), "inception_v3", 299, tmp_path,
+           "timm")
+    _check(_randomise(tv.densenet121()), "densenet121", 224, tmp_path, "timm",
+           rename=_legacy_densenet_key)
