@@ -67,12 +67,15 @@ class VGG(nn.Module):
     num_classes: int = 1000
     batch_norm: bool = False  # BatchNorm after every conv (the _bn variants)
     conv_head: bool = False  # timm's convolutional pre_logits instead of torchvision's Linears
-    mlp_dims: Sequence[int] = (4096, 4096)  # widths of fc1 and fc2
+    mlp_dims: Sequence[int] = (4096, 4096)  # widths of fc1 and fc2 (() : features -> head)
+    pool_size: int = 7  # the Linear head's adaptive pool (1: global average, for small images)
     dropout_rate: float = 0.5  # after fc1 and after fc2
     dtype: Any = jnp.float32  # compute dtype; params stay float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.conv_head and len(self.mlp_dims) != 2:
+            raise ValueError(f"VGG conv_head needs two mlp_dims (fc1, fc2), got {self.mlp_dims}")
         x = x.astype(self.dtype)
         index = 0  # position in torch's `features` Sequential
         for width in self.layers:
@@ -89,7 +92,7 @@ class VGG(nn.Module):
         if self.conv_head:
             x = ConvMlp(self.mlp_dims, self.dropout_rate, self.dtype, name="pre_logits")(x, train)
         else:
-            x = flatten_nchw(adaptive_avg_pool(x, 7))
+            x = flatten_nchw(adaptive_avg_pool(x, self.pool_size))
             for i, dim in enumerate(self.mlp_dims):
                 x = nn.relu(nn.Dense(dim, kernel_init=linear_init, dtype=self.dtype,
                                      name=f"fc{i + 1}")(x))
