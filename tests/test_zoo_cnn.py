@@ -5,14 +5,17 @@ parameter counts and GMACs; Grad-CAM's default layer. Small inputs (and, for Ale
 narrow fc layers) here; full-size parity and the big variants' counts are marked slow."""
 
 import functools
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.torch as safetensors_torch
-from conftest import torch_references
+from conftest import ROOT, torch_references
 
 from jaxcls import explain, models, weights
 from jaxcls.models import __main__ as models_main
@@ -239,3 +242,13 @@ def test_full_size_googlenet_inception_v3_densenet121_match_torchvision(tmp_path
            "timm")
     _check(_randomise(tv.densenet121()), "densenet121", 224, tmp_path, "timm",
            rename=_legacy_densenet_key)
+
+
+@pytest.mark.slow
+def test_models_command_lists_the_classic_cnns():
+    out = subprocess.run([sys.executable, "-m", "jaxcls.models",
+                          "--names=lenet5,alexnet,googlenet"], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()[1:]}
+    assert rows == {"lenet5": ["146,156", "0.00", "32"], "alexnet": ["61,100,840", "0.71", "224"],
+                    "googlenet": ["6,624,904", "1.50", "224"]}
