@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+import time
 
 from tests.conftest import ROOT
 
 
 def test_benchmark_json_line():
+    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "jaxcls.benchmark", "--config=configs/default.py",
          "--config.image_size=8", "--config.model_kwargs.width=4", "--config.batch_size=32",
@@ -20,6 +22,10 @@ def test_benchmark_json_line():
     assert result["global_batch"] == 32 and result["dataset"] == "digits"
     assert result["compile_s"] > 0 and result["step_ms"] > 0 and result["loop_step_ms"] > 0
     assert result["flops_per_step"] > 1e6
+    # The times are real: compile plus 4 timed steps plus the 4 loop steps fit in the
+    # command's own wall time (a unit slip, s for ms, would not).
+    wall = time.perf_counter() - start
+    assert result["compile_s"] + (4 * result["step_ms"] + 4 * result["loop_step_ms"]) / 1e3 < wall
     assert result["img_per_s"] == round(32e3 / result["step_ms"], 1)
     assert result["loop_over_step"] == round(result["loop_step_ms"] / result["step_ms"], 3)
     assert result["mfu"] is None  # no known peak for a CPU
