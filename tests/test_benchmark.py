@@ -1,6 +1,7 @@
 """The benchmark command prints one JSON line with the figures BENCHMARKS.md quotes."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -8,14 +9,18 @@ import time
 from tests.conftest import ROOT
 
 
-def test_benchmark_json_line():
+def test_benchmark_json_line(tmp_path):
+    # The tests' two-stage ResNet (the default config's four stages take a minute to compile).
+    config = tmp_path / "tiny.py"
+    config.write_text("from tests.conftest import tiny_config\n"
+                      "def get_config():\n    return tiny_config()\n")
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxcls.benchmark", "--config=configs/default.py",
-         "--config.image_size=8", "--config.model_kwargs.width=4", "--config.batch_size=32",
+        [sys.executable, "-m", "jaxcls.benchmark", f"--config={config}",
          "--config.ema_decay=0.9",  # recipes with an EMA (ViT, ConvNeXt) benchmark too
          "--steps=3", "--warmup=1", "--loop_steps=4", "--log_every=2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device_kind"] == "cpu" and result["device_count"] == 1
