@@ -3,9 +3,10 @@
     python -m jaxcls.evaluate --workdir=W [--split=test] [--checkpoint=best|last|STEP]
         [--tta=flip|crops5] [--workdir=W2 ...]
 
-writes W/eval/<split>/ (suffixed _tta, _ensemble when used): metrics.json, predictions.npz
-(`labels` [N], `probs` [N, C], `class_names`, `temperature`, and `paths` for folder datasets),
-the PNGs and report.html. Several --workdir average their probabilities (an ensemble).
+writes W/eval/<split>/ (suffixed _tta_<spec>, e.g. _tta_flip+crops5, and _ensemble when used):
+metrics.json, predictions.npz (`labels` [N], `probs` [N, C], `class_names`, `temperature`, and
+`paths` for folder datasets), the PNGs and report.html. Several --workdir average their
+probabilities (an ensemble).
 """
 
 import dataclasses
@@ -199,6 +200,28 @@ def _split_source(dataset: sources.Dataset, split: str, workdir: str):
     return source
 
 
+def check_same_examples(runs: list[Run], datasets: list[sources.Dataset], split: str) -> None:
+    """Before any prediction: an ensemble's runs must read the same `split` (as many examples,
+    the same labels and, for files, the same file names); raises ValueError naming both runs."""
+    first = _split_source(datasets[0], split, runs[0].workdir)
+    for run, dataset in zip(runs[1:], datasets[1:], strict=True):
+        source = _split_source(dataset, split, run.workdir)
+        differs = None
+        if len(source) != len(first):
+            differs = f"{len(first)} and {len(source)} examples"
+        elif hasattr(source, "labels") and hasattr(first, "labels") and not np.array_equal(
+                source.labels, first.labels):
+            differs = "different labels"
+        elif hasattr(source, "paths") and hasattr(first, "paths") and [
+                os.path.basename(p) for p in source.paths] != [
+                os.path.basename(p) for p in first.paths]:
+            differs = "different files"
+        if differs:
+            raise ValueError(f"{runs[0].workdir} ({runs[0].config.dataset}) and {run.workdir} "
+                             f"({run.config.dataset}) do not have the same {split} examples "
+                             f"({differs}): an ensemble must evaluate one dataset")
+
+
 def _predict_split(runs: list[Run], datasets: list[sources.Dataset], split: str,
                    tta_spec: str):
     """(log-probs averaged over runs, labels, index, source of the first run)."""
@@ -252,7 +275,9 @@ def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[d
 
 
 def output_dir(workdirs: list[str], split: str, tta_spec: str) -> str:
-    name = split + ("_tta" if tta_spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
+    """WORKDIR/eval/<split>[_tta_<spec>][_ensemble], e.g. eval/test_tta_flip+crops5."""
+    spec = tta.folder_name(tta_spec)
+    name = split + (f"_tta_{spec}" if spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
     return os.path.join(workdirs[0], "eval", name)
 
 
@@ -269,6 +294,7 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
         tta.parse(tta_spec, run.config.crop_frac)
     names = runs[0].class_names
     datasets = [sources.create(_streaming(r.config)) for r in runs]
+    check_same_examples(runs, datasets, split)
     log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)
     probs = np.exp(log_probs)
     result = {"workdirs": [os.path.abspath(w) for w in workdirs],
@@ -339,5 +365,6 @@ if __name__ == "__main__":
     define_run_flags()
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out; train.")
-    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta][_ensemble]")
+    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"
+                       "[_ensemble]")
     app.run(main)
