@@ -1,7 +1,8 @@
 """Checkpoints: train state + data-iterator position under WORKDIR/checkpoints, via orbax.
 
 All orbax calls live here (orbax's v1 API is expected to replace v0 at its 1.0).
-Kept: the last `keep` checkpoints plus the best by eval accuracy.
+Kept: the last `keep` checkpoints plus the best by the monitored eval metric (accuracy unless
+early stopping watches another; the earliest of ties, as train.best_eval picks).
 """
 
 import glob
@@ -22,11 +23,13 @@ flags.FLAGS.set_default("experimental_orbax_use_distributed_barrier", True)
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int, metric: str = "accuracy", higher: bool = True):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        sign = 1.0 if higher else -1.0
         preservation = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
-            policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1,
+            # BestN keeps the largest key: the best value, then the earliest step.
+            policies.BestN(get_metric_fn=lambda m: (sign * m[metric], -m["step"]), n=1,
                            keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
@@ -41,7 +44,7 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data_iter=grain.checkpoint.CheckpointSave(data_iter)),
-            metrics=eval_metrics, force=True)
+            metrics=None if eval_metrics is None else {**eval_metrics, "step": step}, force=True)
 
     def restore(self, step: int, abstract_state, data_iter):
         """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings, so

@@ -26,15 +26,16 @@ from jaxcls.data import augment, loader, sources, tta
 # ---- a trained run ---------------------------------------------------------------------------
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config the run in `workdir` trained with (WORKDIR/config.json)."""
+def load_config(workdir: str, any_task: bool = False) -> ml_collections.ConfigDict:
+    """The resolved config the run in `workdir` trained with (WORKDIR/config.json); unless
+    `any_task`, only a multiclass run's."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a jaxcls run directory?")
     with open(path) as f:
         # Keys added to jaxcls after the run trained take their defaults.
         config = ml_collections.ConfigDict({**defaults.get_config().to_dict(), **json.load(f)})
-    if config.get("task", "multiclass") != "multiclass":
+    if not any_task and config.get("task", "multiclass") != "multiclass":
         raise ValueError(f"{path}: task={config.task!r}; evaluate and predict handle multiclass "
                          "runs")
     return config
@@ -42,7 +43,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def resolve_checkpoint(workdir: str, which: str = "best") -> str:
     """WORKDIR/checkpoints/STEP for `which`: best (summary.json's best step, else the best eval
-    in metrics.jsonl), last, or a step number."""
+    in metrics.jsonl by the run's monitored metric, train.best_metric), last, or a step
+    number."""
     directory = os.path.join(workdir, "checkpoints")
     saved = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
         directory) else []
@@ -57,7 +59,8 @@ def resolve_checkpoint(workdir: str, which: str = "best") -> str:
             with open(summary_path) as f:
                 step = json.load(f).get("best_step")
         if step is None:
-            step = train.best_eval(train.eval_rows(os.path.join(workdir, "metrics.jsonl")))[1]
+            step = train.best_eval(train.eval_rows(os.path.join(workdir, "metrics.jsonl")),
+                                   train.best_metric(load_config(workdir, any_task=True)))[1]
         if step is None:
             raise ValueError(f"{workdir} has no evaluated checkpoint: pass --checkpoint=last or "
                              f"a step of {saved}")
