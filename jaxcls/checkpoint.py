@@ -7,6 +7,7 @@ early stopping watches another; the earliest of ties, as train.best_eval picks).
 
 import glob
 import json
+import logging
 import os
 
 import grain
@@ -103,13 +104,27 @@ def load_state(step_dir: str):
     return _restore_local(os.path.join(os.path.abspath(step_dir), "state"))
 
 
+class _NoMissingMetadataWarning(logging.Filter):
+    """Drops orbax's "Metadata file does not exist" warning: reading the `state` item of a
+    manager's step directory directly, orbax looks for the step's metadata file inside the
+    item, where the manager never writes it; the item restores in full without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
 def _restore_local(path: str):
-    checkpointer = ocp.StandardCheckpointer()
-    meta = checkpointer.metadata(path).item_metadata
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          meta)
-    return checkpointer.restore(path, target)
+    quiet = _NoMissingMetadataWarning()
+    logging.getLogger("absl").addFilter(quiet)  # absl's logger: orbax logs through it
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        meta = checkpointer.metadata(path).item_metadata
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              meta)
+        return checkpointer.restore(path, target)
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
 
 
 def save_tree(path: str, tree) -> None:

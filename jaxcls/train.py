@@ -126,6 +126,28 @@ def _early_stop_reason(config: ml_collections.ConfigDict, evals: list[dict]) -> 
             f"at step {best['step']})")
 
 
+def check_run_shape(config: ml_collections.ConfigDict, num_train: int, num_classes: int,
+                    total_steps: int, steps_per_epoch: int) -> list[str]:
+    """Warnings about a run that will not do what its config suggests (logged at start);
+    raises ValueError for an early-stopping or plateau metric the run will not log."""
+    for key in ("early_stopping_metric", "plateau_metric"):
+        if (config[key] == "top5" and num_classes < metrics.TOP5_MIN_CLASSES
+                and (key == "early_stopping_metric" or config.schedule == "plateau")):
+            raise ValueError(f"config.{key}='top5': with {num_classes} classes top-5 is not "
+                             f"logged (it needs at least {metrics.TOP5_MIN_CLASSES})")
+    warnings = []
+    if config.batch_size > num_train:
+        warnings.append(f"config.batch_size={config.batch_size} exceeds the {num_train} training "
+                        f"examples: every step repeats examples (an epoch is 1 step)")
+    warmup = optim.resolve_steps(config, "warmup", steps_per_epoch) or 0
+    if warmup > total_steps:
+        warnings.append(f"the warm-up ({warmup} steps) is longer than the run ({total_steps} "
+                        f"steps): the learning rate rises for the whole run, reaching "
+                        f"config.learning_rate={config.learning_rate} only at the last step, "
+                        f"and never decays")
+    return warnings
+
+
 def resolve_class_weights(config: ml_collections.ConfigDict, dataset: sources.Dataset
                           ) -> ml_collections.ConfigDict:
     """`config` with class_weights='balanced' replaced by the numbers from the training labels
@@ -239,6 +261,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("dataset %s: %d train / %d eval examples, %d classes; %d steps of %d "
                  "(%d steps per epoch)", config.dataset, len(dataset.train), len(dataset.eval),
                  dataset.num_classes, total_steps, config.batch_size, steps_per_epoch)
+    for warning in check_run_shape(config, len(dataset.train), dataset.num_classes, total_steps,
+                                   steps_per_epoch):
+        logging.warning("%s", warning)
     skipped = {name: None for name in dataset.skipped}  # ordered set of unreadable files
 
     def note_unreadable(batch: dict, source) -> None:
@@ -264,6 +289,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  "(%s)", config.model, f"{num_params:,}", jax.device_count(),
                  sharding.bytes_per_device(abstract_state, state_sharding) / 2**20,
                  config.sharding)
+    for line in optim.describe_freezing(config, abstract_state.params, steps_per_epoch):
+        logging.info("%s", line)
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
                                        config.seed, config.num_workers, config.num_threads,

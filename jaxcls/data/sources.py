@@ -11,6 +11,7 @@ costs one masked slot in a batch, not the run.
 import csv
 import dataclasses
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -294,12 +295,15 @@ def multilabel_folder(path: str, size: int, crop_frac: float, holdout_fraction: 
                    FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
 
 
+PROGRESS_EVERY_S = 10.0  # cache_in_memory logs its progress this often (one line if faster)
+
+
 def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, list[str]]:
     """Decodes every file once into an ArraySource; returns it and the unreadable paths."""
     n = len(source)
     out = np.empty((n, source.size, source.size, 3), np.uint8)
     ok = np.ones(n, bool)
-    every = max(n // 10, 1)
+    last = time.monotonic()
 
     def decode(i: int) -> None:
         ex = source[i]
@@ -307,8 +311,10 @@ def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, 
 
     with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
         for k, _ in enumerate(pool.map(decode, range(n)), 1):
-            if k % every == 0 or k == n:
+            if time.monotonic() - last >= PROGRESS_EVERY_S and k < n:  # long decodes only
                 logging.info("decoding %d images into memory: %d/%d", n, k, n)
+                last = time.monotonic()
+    logging.info("decoded %d images into memory", n)
     bad = [source.paths[i] for i in np.flatnonzero(~ok)]
     keep = np.flatnonzero(ok)
     return ArraySource(out[keep], source.labels[keep], [source.paths[i] for i in keep]), bad
