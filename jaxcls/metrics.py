@@ -19,7 +19,9 @@ class Top1Metrics(metrics.Collection):
 
 
 @flax.struct.dataclass
-class Metrics(Top1Metrics):
+class Metrics(metrics.Collection):  # clu builds collections from their own fields
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Average.from_output("correct1")
     top5: metrics.Average.from_output("correct5")
 
 

@@ -97,6 +97,13 @@ def test_temperature_fitted_on_val_is_stored_and_orbax_still_resumes(run, tmp_pa
     assert checkpoint.load_state(os.path.join(copy, "checkpoints", "22"))["step"] == 22
 
 
+def test_loading_a_checkpoint_logs_no_orbax_metadata_warning(run, caplog):
+    with caplog.at_level("WARNING", logger="absl"):
+        state = checkpoint.load_state(os.path.join(run[0], "checkpoints", "20"))
+    assert state["step"] == 20
+    assert not [r for r in caplog.records if "Metadata file" in r.getMessage()]
+
+
 def test_checkpoint_choice(run):
     workdir, _, summary, _ = run
     ckpts = os.path.join(workdir, "checkpoints")

@@ -82,7 +82,7 @@ def test_frozen_parameters_get_no_optimizer_state_and_no_update():
 
 
 def test_freezing_and_unfreezing_are_described_by_group():
-    params = _vit_params()
+    params = _params("vit_ti4", 8, width=8, depth=2, num_heads=2, mlp_dim=16)
     sizes = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in params.items()}
     total, head = sum(sizes.values()), sizes["head"]
     assert optim.describe_freezing(tiny_config(), params, 10) == []
