@@ -8,6 +8,7 @@ early stopping watches another; the earliest of ties, as train.best_eval picks).
 import glob
 import json
 import logging
+import math
 import os
 
 import grain
@@ -27,11 +28,16 @@ class Checkpointer:
     def __init__(self, workdir: str, keep: int, metric: str = "accuracy", higher: bool = True):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         sign = 1.0 if higher else -1.0
+
+        def rank(m: dict) -> tuple[float, int]:
+            """BestN keeps the largest: the best value, then the earliest step (checkpoints
+            saved before steps were recorded, or without the metric, rank lowest)."""
+            value = m.get(metric)
+            return (-math.inf if value is None else sign * value, -m.get("step", 0))
+
         preservation = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
-            # BestN keeps the largest key: the best value, then the earliest step.
-            policies.BestN(get_metric_fn=lambda m: (sign * m[metric], -m["step"]), n=1,
-                           keep_checkpoints_without_metrics=False),
+            policies.BestN(get_metric_fn=rank, n=1, keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(

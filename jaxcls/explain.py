@@ -259,6 +259,7 @@ def panel(image: np.ndarray, heat: np.ndarray, title: str, alpha: float = 0.5,
     vmax = float(np.abs(np.asarray(heat)).max()) or 1.0
     ColorbarBase(cax, cmap=colormaps["jet"], norm=colors.Normalize(0.0, vmax))
     cax.tick_params(labelsize=7)
+    cax.set_title("|map|", fontsize=7)  # the overlay colours |heat| (signed maps: their size)
     fig.text(pad / width, 1 - 4 / height, title, ha="left", va="top", fontsize=8, wrap=True)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
