@@ -12,6 +12,7 @@ probabilities (an ensemble).
 import dataclasses
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -164,14 +165,15 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
     variables = jax.device_put(run.variables, sharding.replicated(mesh))
     batch_size = global_batch_size(run.config)
     num_batches = -(-len(source) // batch_size)
-    parts = []
+    parts, last_log = [], time.monotonic()
     for i, batch in enumerate(loader.eval_batches(source, batch_size, run.config.num_threads)):
         arrays = loader.to_global(batch, batch_sharding)
         arrays["index"] = jax.make_array_from_process_local_data(batch_sharding, batch["index"])
         arrays["log_probs"] = predict(variables, arrays.pop("image"))
         parts.append(multihost_utils.process_allgather(arrays, tiled=True))
-        if (i + 1) % max(num_batches // 10, 1) == 0 or i + 1 == num_batches:
+        if i + 1 == num_batches or time.monotonic() - last_log >= sources.PROGRESS_EVERY_S:
             logging.info("predicted %d/%d batches", i + 1, num_batches)
+            last_log = time.monotonic()
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keep = out.pop("mask") > 0
     order = np.argsort(out["index"][keep], kind="stable")

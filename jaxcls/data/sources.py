@@ -295,7 +295,7 @@ def multilabel_folder(path: str, size: int, crop_frac: float, holdout_fraction: 
                    FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
 
 
-PROGRESS_EVERY_S = 10.0  # cache_in_memory logs its progress this often (one line if faster)
+PROGRESS_EVERY_S = 10.0  # decode (and evaluate) progress lines at most this often
 
 
 def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, list[str]]:
