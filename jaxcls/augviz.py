@@ -10,7 +10,13 @@ partners are the neighbouring rows), de-normalised for display. From a notebook:
 
 With a leading random_resized_crop, each view first gets its own crop of the original file,
 made by the loader's own decode function (`sources.decode`) with a per-view generator.
+
+The command's PNG is labelled: column titles (original, then view k with its train step), row
+titles (row number and class name), and on each view mixed by mixup/CutMix its partner row and
+lambda (the share of the image itself); `grid(..., labels=True)` draws the same.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +24,9 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from jaxcls import steps, train, writers
+from jaxcls import cli, steps, train, writers
 from jaxcls.data import augment, sources
 
 
@@ -40,9 +46,18 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["config", "out"])
 
 
-def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(originals uint8 [n, S, S, 3], views uint8 [n, views, S, S, 3]) of n training images."""
+@dataclasses.dataclass
+class Sample:
+    originals: np.ndarray  # uint8 [n, S, S, 3], as the host decodes them
+    views: np.ndarray  # uint8 [n, views, S, S, 3], after train steps 0..views-1 augmented them
+    row_names: list[str]  # each image's class name(s)
+    lam: np.ndarray  # [views, n]: share of the image itself; < 1: mixed with row i - 1
+    mix_kind: str  # "mixup", "CutMix" or "mixed" (both configured: either)
+
+
+def sample(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: int = 0
+           ) -> Sample:
+    """n training images, their augmented views, class names and mixing (see the docstring)."""
     train.validate(config)
     pipeline = augment.from_config(config)
     config = config.copy_and_resolve_references()
@@ -54,15 +69,21 @@ def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, 
     chosen = np.random.default_rng(seed).permutation(len(dataset.train))[:n]
     examples = [dataset.train[int(i)] for i in chosen]
     originals = np.stack([e["image"] for e in examples])
-    labels = jnp.asarray([e["label"] for e in examples], jnp.int32)
+    names = dataset.class_names
+    row_names = [names[int(e["label"])] if np.ndim(e["label"]) == 0 else
+                 "+".join(names[k] for k in np.flatnonzero(e["label"])) or "(none)"
+                 for e in examples]
     logging.info("%d images from %s, %d views each", n, config.dataset, views)
 
     @jax.jit
     def view(rng, images):
-        images, _ = augment.apply(pipeline, rng, images, labels, dataset.num_classes)
+        # Row i as its own class: the mixed targets then hold each row's lambda (the images
+        # do not depend on the labels, so they are those training makes).
+        images, targets = augment.apply(pipeline, rng, images, jnp.arange(n), n)
         std = jnp.asarray(pipeline.std) * 255.0
         mean = jnp.asarray(pipeline.mean) * 255.0
-        return jnp.clip(jnp.round(images * std + mean), 0, 255).astype(jnp.uint8)
+        return (jnp.clip(jnp.round(images * std + mean), 0, 255).astype(jnp.uint8),
+                jnp.diagonal(targets))
 
     decoded = [originals] * views
     if pipeline.host_crop is not None:  # the loader's random resized crop, a new box per view
@@ -73,15 +94,40 @@ def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, 
     _, step_rng = train.seed_rngs(config.seed)
     out = [view(steps.step_rngs(step_rng, step)[0], jnp.asarray(decoded[step]))
            for step in range(views)]
-    return originals, np.stack([np.asarray(v) for v in out], axis=1)
+    mixing = pipeline.mixup
+    kind = ("mixed" if mixing.mixup_alpha > 0 and mixing.use_cutmix else
+            "CutMix" if mixing.use_cutmix else "mixup")
+    return Sample(originals, np.stack([np.asarray(v) for v, _ in out], axis=1), row_names,
+                  np.stack([np.asarray(lam) for _, lam in out]), kind)
+
+
+def sample_views(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(originals uint8 [n, S, S, 3], views uint8 [n, views, S, S, 3]) of n training images."""
+    s = sample(config, n, views, seed)
+    return s.originals, s.views
+
+
+def _font(size: int = 12) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size)  # Pillow >= 10.1 with FreeType: scalable
+    except (TypeError, OSError):
+        return ImageFont.load_default()
 
 
 def grid(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: int = 0,
-         zoom: int = 0, gap: int = 2) -> np.ndarray:
+         zoom: int = 0, gap: int = 2, labels: bool = False) -> np.ndarray:
     """The grid as uint8 [rows, columns, 3]: original then `views` augmentations per row, each
-    cell upscaled `zoom` times (0: to at least 128 px), white gaps between cells."""
-    originals, augmented = sample_views(config, n, views, seed)
-    cells = np.concatenate([originals[:, None], augmented], axis=1)  # [n, 1 + views, S, S, 3]
+    cell upscaled `zoom` times (0: to at least 128 px), white gaps between cells. `labels`
+    (the command's PNG): column titles (original, view k with its train step), row titles
+    (row number and class) and, on each mixed view, its partner row and lambda."""
+    return draw(sample(config, n, views, seed), zoom, gap, labels)
+
+
+def draw(s: Sample, zoom: int = 0, gap: int = 2, labels: bool = False) -> np.ndarray:
+    """The grid of `grid` from a `sample`."""
+    n, views = s.views.shape[:2]
+    cells = np.concatenate([s.originals[:, None], s.views], axis=1)  # [n, 1 + views, S, S, 3]
     size = cells.shape[2]
     zoom = zoom or max(1, -(-128 // size))
     cells = cells.repeat(zoom, axis=2).repeat(zoom, axis=3)
@@ -90,7 +136,33 @@ def grid(config: ml_collections.ConfigDict, n: int = 8, views: int = 6, seed: in
     for i in range(n):
         for j in range(views + 1):
             out[i * step:i * step + size * zoom, j * step:j * step + size * zoom] = cells[i, j]
-    return out
+    return _labelled(out, s, step, size * zoom) if labels else out
+
+
+def _labelled(body: np.ndarray, s: Sample, step: int, cell: int) -> np.ndarray:
+    """`body` with the titles and mixing notes of `grid(labels=True)` drawn on it."""
+    font = _font()
+    rows = [f"{i + 1}: {name}" for i, name in enumerate(s.row_names)]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 8 + max(measure.textlength(r, font=font) for r in rows)
+    top, line = 20, 14
+    canvas = Image.new("RGB", (int(left) + body.shape[1], top + body.shape[0]), "white")
+    canvas.paste(Image.fromarray(body), (int(left), top))
+    draw = ImageDraw.Draw(canvas)
+    titles = ["original"] + [f"view {j + 1} (step {j})" for j in range(s.views.shape[1])]
+    for j, title in enumerate(titles):
+        draw.text((left + j * step + cell / 2, top / 2), title, fill="black", font=font,
+                  anchor="mm")
+    for i, row in enumerate(rows):
+        draw.text((4, top + i * step + cell / 2), row, fill="black", font=font, anchor="lm")
+    n = len(rows)
+    for j, i in zip(*np.nonzero(s.lam < 1.0 - 1e-6), strict=True):
+        x, y = left + (j + 1) * step, top + i * step + cell
+        draw.rectangle((x, y - 2 * line - 2, x + cell - 1, y - 1), fill="black")
+        draw.text((x + 3, y - 2 * line - 1), f"{s.mix_kind} with row {(i - 1) % n + 1}",
+                  fill="white", font=font)
+        draw.text((x + 3, y - line - 1), f"lambda {s.lam[j, i]:.2f}", fill="white", font=font)
+    return np.asarray(canvas)
 
 
 def main(argv):
@@ -98,7 +170,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     writers.quiet_libraries()
     f = flags.FLAGS
-    image = grid(f.config, f.n, f.views, f.seed, f.zoom)
+    image = grid(f.config, f.n, f.views, f.seed, f.zoom, labels=True)
     Image.fromarray(image).save(f.out)
     logging.info("wrote %s (%dx%d): %d images, original then %d views per row", f.out,
                  image.shape[1], image.shape[0], f.n, f.views)
@@ -106,4 +178,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

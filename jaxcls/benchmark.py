@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcls import sharding, train, writers
+from jaxcls import cli, sharding, train, writers
 from jaxcls.data import augment
 
 
@@ -198,4 +198,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -93,6 +93,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             kwargs["local_device_ids"] = slurm_local_device_ids(environ)
     # Real CPU collectives between processes (the default on current JAX; set, not assumed).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # jaxcls's own SIGTERM handling (preemption.StopRequest) agrees on the stopping step and
+    # bounds a stuck stop; the service's C++ handler would take SIGTERM from it.
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(**kwargs)
     logging.info("process %d of %d (%s): %d local of %d devices", jax.process_index(),
                  jax.process_count(), how, jax.local_device_count(), jax.device_count())

@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from jaxcls import calibration, checkpoint, defaults, metrics, report, sharding, train, writers
+from jaxcls import calibration, checkpoint, cli, defaults, metrics, report, sharding, train, writers
 from jaxcls.data import augment, loader, sources, tta
 
 # ---- a trained run ---------------------------------------------------------------------------
@@ -201,7 +201,8 @@ def check_same_classes(runs: list[Run]) -> None:
 def _split_source(dataset: sources.Dataset, split: str, workdir: str):
     source = {"test": dataset.eval, "val": dataset.val, "train": dataset.train}[split]
     if source is None:
-        raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0")
+        raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0 "
+                         f"and its folder has no val/ folder")
     return source
 
 
@@ -369,7 +370,7 @@ def main(argv):
 if __name__ == "__main__":
     define_run_flags()
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
-                      "val: its config.val_fraction hold-out; train.")
+                      "val: its config.val_fraction hold-out or val/ folder; train.")
     flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"
                        "[_ensemble]")
-    app.run(main)
+    cli.run(main)

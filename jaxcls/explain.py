@@ -33,12 +33,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
-from jaxcls import calibration, evaluate, writers
-from jaxcls.data import augment
-from jaxcls.data.images import IMAGE_EXTENSIONS, load_image
+from jaxcls import calibration, cli, evaluate, writers
+from jaxcls.data import augment, folders
+from jaxcls.data.images import load_image
 from jaxcls.models import vit
 
 METHODS = ("gradcam", "gradcam++", "rollout", "integrated_gradients")
@@ -279,12 +279,12 @@ def panel_title(record: dict, method: str) -> str:
 
 
 def image_paths(args: Sequence[str]) -> list[str]:
-    """Files as given, and each directory's image files (sorted, recursively)."""
+    """Files as given, and each directory's image files (`folders.image_files`: sorted,
+    recursive, hidden entries skipped, symlinks followed, extensions in any case)."""
     paths = []
     for arg in args:
         if os.path.isdir(arg):
-            paths += sorted(os.path.join(root, f) for root, _, files in os.walk(arg)
-                            for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+            paths += folders.image_files(arg)
         elif os.path.exists(arg):
             paths.append(arg)
         else:
@@ -421,4 +421,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

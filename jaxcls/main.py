@@ -3,7 +3,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcls import distributed, train, writers
+from jaxcls import cli, distributed, train, writers
 
 config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, TensorBoard; an "
@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

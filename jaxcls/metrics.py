@@ -3,6 +3,7 @@ offline metrics of a finished run, computed on the host with numpy from labels a
 """
 
 import dataclasses
+import functools
 
 import flax
 import jax
@@ -62,6 +63,18 @@ def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
     cls = {Metrics: TrainMetrics, Top1Metrics: Top1TrainMetrics,
            MultilabelMetrics: MultilabelTrainMetrics}[type(m)]
     return cls(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
+
+
+def merge_on_host(collections: list[metrics.Collection]) -> metrics.Collection:
+    """The step outputs `collections` (replicated device arrays) merged with numpy on the host.
+
+    Merging on device would run eager computations on global arrays between the jitted steps;
+    in a multi-process run each process launches them in its own order and the processes can
+    deadlock in their collectives. Reading the local replicas and adding here needs none.
+    """
+    if not collections:
+        raise ValueError("no metrics to merge")
+    return functools.reduce(lambda a, b: a.merge(b), jax.device_get(collections))
 
 
 def to_host(collection: Metrics) -> dict[str, float]:

@@ -2,11 +2,11 @@
 
     python -m jaxcls.predict --workdir=W IMAGE_OR_DIR ... [--top_k=5] [--json] [--tta=flip]
 
-Folders are walked recursively; files are decoded in parallel and predicted in batches over all
-devices. A file that is not a readable image is reported on stderr and skipped (exit code 0 when
-at least one image was predicted). Probabilities use the temperature stored by
-`jaxcls.evaluate` for the checkpoint (and TTA spec) when there is one. Several --workdir: the
-mean of the runs' (calibrated) probabilities.
+Folders are walked recursively (hidden entries skipped, symlinks followed); files are decoded
+in parallel and predicted in batches over all devices. A file that is not a readable image is
+reported on stderr and skipped (exit code 0 when at least one image was predicted).
+Probabilities use the temperature stored by `jaxcls.evaluate` for the checkpoint (and TTA
+spec) when there is one. Several --workdir: the mean of the runs' (calibrated) probabilities.
 """
 
 import json
@@ -19,18 +19,16 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxcls import calibration, evaluate, sharding, writers
-from jaxcls.data import images
+from jaxcls import calibration, cli, evaluate, sharding, writers
+from jaxcls.data import folders, images
 
 
 def expand(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given, and every non-hidden file under given folders (sorted)."""
+    """Files as given, and every non-hidden file under given folders (sorted, through
+    symlinks: `folders.walk_files`); files that are not images are reported, not dropped."""
     for p in paths:
         if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                yield from (os.path.join(root, f) for f in sorted(files)
-                            if not f.startswith("."))
+            yield from folders.walk_files(p)
         else:
             yield p
 
@@ -144,4 +142,4 @@ if __name__ == "__main__":
     evaluate.define_run_flags()
     flags.DEFINE_integer("top_k", 5, "labels printed per image")
     flags.DEFINE_bool("json", False, "one JSON object per line")
-    app.run(main)
+    cli.run(main)

@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcls import defaults, train, writers
+from jaxcls import cli, defaults, train, writers
 
 SWEEP_FILE = "sweep.json"  # in the sweep's workdir: the settings and their run directories
 METRICS = (  # (column, split, metric, reduction over that split's rows)
@@ -347,4 +347,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -318,16 +318,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
 
+    stop = preemption.StopRequest(check_every=config.log_every_steps,
+                                  timeout_s=config.stop_timeout_s,
+                                  checkpoint_dir=os.path.join(workdir, "checkpoints"))
+
     def evaluate(state, source=dataset.eval) -> metrics.Metrics:
         batches = loader.eval_batches(source, config.batch_size, config.num_threads)
-        collected = None
+        outputs = []
         for batch in batches:
             note_unreadable(batch, source)
-            m = eval_step(state, loader.to_global(batch, batch_sharding))
-            collected = m if collected is None else collected.merge(m)
-        if collected is None:
+            outputs.append(eval_step(state, loader.to_global(batch, batch_sharding)))
+            stop.beat()
+        if not outputs:
             raise ValueError(f"the eval split of {config.dataset!r} is empty")
-        return collected
+        return metrics.merge_on_host(outputs)
 
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
@@ -338,7 +342,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
         logging.info("%s; not training further", early_stop)
-    stop = preemption.StopRequest(check_every=config.log_every_steps)
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
@@ -347,7 +350,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def log_train(step: int) -> None:
         """Host sync point: reduce pending metrics, stop on NaN/inf, print and write them."""
         nonlocal t_interval, step_interval
-        values = metrics.to_host(functools.reduce(lambda a, b: a.merge(b), pending))
+        values = metrics.to_host(metrics.merge_on_host(pending))
         pending.clear()
         if not (np.isfinite(values["loss"]) and np.isfinite(values["grad_norm"])):
             ckpt.wait()
@@ -383,54 +386,56 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         t_interval = time.perf_counter()
 
     collected = None  # the last eval's metrics, scores included for multilabel
-    for step in range(start_step, start_step if early_stop else total_steps):
-        batch = next(train_iter)
-        note_unreadable(batch, dataset.train)
-        state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
-        pending.append(m)
-        done = step + 1
-        stopping = stop.reached(done, m)  # the same step on every process
-        is_eval = ((eval_every and done % eval_every == 0)
-                   or (done == total_steps and config.final_eval))
-        is_save = (is_eval or done % config.checkpoint_every_steps == 0
-                   or done == total_steps or stopping)
-        if done % config.log_every_steps == 0 or is_save:
-            log_train(done)
-        if is_eval:
-            collected = evaluate(state)
-            last_eval = metrics.to_host(collected)
-            writer.write(done, "eval", last_eval)
-            logging.info("eval at step %d: %s", done,
-                         " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-            evals.append({"step": done, **last_eval})
-            best_value, best_step = best_eval(evals, best_metric(config))
-            if config.task == "multilabel":
-                threshold_fits = {k: v for k, v in threshold_fits.items() if k == best_step}
-                threshold_fits[done] = threshold_inputs(state, collected)
-            scale = _plateau_scale(config, evals) if config.schedule == "plateau" else 1.0
-            if not np.isclose(scale, lr_scale, rtol=1e-6):  # (lr_scale was read as float32)
-                lr_scale = scale
-                logging.info("eval %s stalled: learning rate x%.3g from step %d",
-                             config.plateau_metric, lr_scale, done + 1)
-                state = state.replace(opt_state=optim.set_plateau_scale(state.opt_state,
-                                                                        lr_scale))
-            early_stop = _early_stop_reason(config, evals)
-            if config.ema_decay > 0:
-                last_eval_ema = metrics.to_host(evaluate(state.replace(params=state.ema_params)))
-                writer.write(done, "eval_ema", last_eval_ema)
-                logging.info("eval of the EMA params at step %d: %s", done,
-                             " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
-        if is_save:
-            save(done, last_eval if is_eval else None)
-        if stopping:
-            logging.warning("%s received: saved step %d, exiting; rerun the same command to "
-                            "resume", stop.signal, done)
-            break
-        if early_stop:
-            logging.info("%s: saved step %d, stopping", early_stop, done)
-            break
-
-    stop.restore()
+    try:
+        for step in range(start_step, start_step if early_stop else total_steps):
+            batch = next(train_iter)
+            note_unreadable(batch, dataset.train)
+            state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
+            pending.append(m)
+            done = step + 1
+            stopping = stop.reached(done, m)  # the same step on every process
+            is_eval = ((eval_every and done % eval_every == 0)
+                       or (done == total_steps and config.final_eval))
+            is_save = (is_eval or done % config.checkpoint_every_steps == 0
+                       or done == total_steps or stopping)
+            if done % config.log_every_steps == 0 or is_save:
+                log_train(done)
+            if is_eval:
+                collected = evaluate(state)
+                last_eval = metrics.to_host(collected)
+                writer.write(done, "eval", last_eval)
+                logging.info("eval at step %d: %s", done,
+                             " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                evals.append({"step": done, **last_eval})
+                best_value, best_step = best_eval(evals, best_metric(config))
+                if config.task == "multilabel":
+                    threshold_fits = {k: v for k, v in threshold_fits.items() if k == best_step}
+                    threshold_fits[done] = threshold_inputs(state, collected)
+                scale = _plateau_scale(config, evals) if config.schedule == "plateau" else 1.0
+                if not np.isclose(scale, lr_scale, rtol=1e-6):  # (lr_scale was read as float32)
+                    lr_scale = scale
+                    logging.info("eval %s stalled: learning rate x%.3g from step %d",
+                                 config.plateau_metric, lr_scale, done + 1)
+                    state = state.replace(opt_state=optim.set_plateau_scale(state.opt_state,
+                                                                            lr_scale))
+                early_stop = _early_stop_reason(config, evals)
+                if config.ema_decay > 0:
+                    ema_state = state.replace(params=state.ema_params)
+                    last_eval_ema = metrics.to_host(evaluate(ema_state))
+                    writer.write(done, "eval_ema", last_eval_ema)
+                    logging.info("eval of the EMA params at step %d: %s", done,
+                                 " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
+            if is_save:
+                save(done, last_eval if is_eval else None)
+            if stopping:
+                logging.warning("%s received: saved step %d, exiting; rerun the same command to "
+                                "resume", stop.signal, done)
+                break
+            if early_stop:
+                logging.info("%s: saved step %d, stopping", early_stop, done)
+                break
+    finally:
+        stop.restore()
     ckpt.wait()
     ckpt.close()
     writer.close()

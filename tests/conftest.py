@@ -51,12 +51,16 @@ def workdir(tmp_path):
     return str(tmp_path / "run")
 
 
+# The registry's torchvision 0.28.0 is built against CUDA torch: beside the CPU torch its C ops
+# cannot register, but the model code is pure Python, so its op registrations are skipped
+# (../shared/DESIGN.md, "Findings"). Done when the suite loads, because transformers imports
+# torchvision whenever it is installed, and a failed import there hides every transformers model.
+sys.modules.setdefault("torchvision._meta_registrations",
+                       types.ModuleType("torchvision._meta_registrations"))
+
+
 def torch_references():
-    """(torch, torchvision, timm) for parity tests. The registry's torchvision 0.28.0 is built
-    against CUDA torch: beside the CPU torch its C ops cannot register, but the model code is
-    pure Python, so its op registrations are skipped (../shared/DESIGN.md, "Findings")."""
-    sys.modules.setdefault("torchvision._meta_registrations",
-                           types.ModuleType("torchvision._meta_registrations"))
+    """(torch, torchvision, timm) for parity tests, importable beside the CPU torch."""
     import timm
     import torch
     import torchvision

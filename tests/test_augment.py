@@ -261,3 +261,26 @@ def test_augviz_shows_the_augmented_views_denormalised():
     assert not np.array_equal(views[:, 0], views[:, 1])  # each view is another train step
     with pytest.raises(ValueError, match=r"--n=5000 is more than the 1437 training images"):
         augviz.sample_views(config, n=5000)
+
+
+def test_augviz_labels_rows_columns_and_mixed_views():
+    config = tiny_config(augment="")  # mixup only: a view is lam * itself + (1 - lam) * row i-1
+    config.mixup.update(mixup_alpha=1.0, prob=1.0)
+    s = augviz.sample(config, n=4, views=2, seed=0)
+    assert s.mix_kind == "mixup" and all(name in "0123456789" for name in s.row_names)
+    assert ((s.lam > 0) & (s.lam < 1)).all() and s.lam.shape == (2, 4)
+    partner = np.roll(s.originals, 1, axis=0).astype(np.float64)
+    for j in range(2):
+        lam = s.lam[j][:, None, None, None]
+        expected = lam * s.originals + (1 - lam) * partner
+        assert np.abs(s.views[:, j] - expected).max() <= 1.0  # the reported lambda and partner
+    bare = augviz.draw(s, zoom=16, gap=2)
+    image = augviz.draw(s, zoom=16, gap=2, labels=True)
+    top, left = image.shape[0] - bare.shape[0], image.shape[1] - bare.shape[1]
+    assert top == 20 and left > 8
+    assert (image[:top] < 128).any() and (image[top:, :left] < 128).any()  # titles drawn
+    cell = 8 * 16
+    # Each mixed cell carries a black band of notes at its bottom; the original column none.
+    band = image[top + cell - 20:top + cell - 2, left + 130 + 4:left + 130 + cell - 4]
+    assert (band == 0).mean() > 0.5
+    np.testing.assert_array_equal(image[top:top + cell, left:left + cell], bare[:cell, :cell])

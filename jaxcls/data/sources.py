@@ -8,7 +8,6 @@ unreadable image comes back with `bad=True` and a zero image, so a corrupt file 
 costs one masked slot in a batch, not the run.
 """
 
-import csv
 import dataclasses
 import os
 import time
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from absl import logging
 
-from jaxcls.data import images
+from jaxcls.data import folders, images
 
 
 def example(image: np.ndarray, label, index: int, bad: bool = False) -> dict:
@@ -180,119 +179,57 @@ def digits(size: int, test_fraction: float, seed: int) -> Dataset:
 # folder:PATH
 
 
-def _list_class_folder(split_dir: str) -> dict[str, list[str]]:
-    """{class name: sorted image paths} for split_dir/<class>/*; errors name what is wrong."""
-    if not os.path.isdir(split_dir):
-        raise FileNotFoundError(f"dataset folder {split_dir!r} does not exist")
-    classes = sorted(e.name for e in os.scandir(split_dir)
-                     if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise ValueError(f"dataset folder {split_dir!r} has no class sub-folders; expected "
-                         f"{split_dir}/<class>/<image files>")
-    found = {}
-    for c in classes:
-        files = sorted(e.path for e in os.scandir(os.path.join(split_dir, c))
-                       if e.is_file() and e.name.lower().endswith(images.IMAGE_EXTENSIONS))
-        if not files:
-            raise ValueError(f"class folder {os.path.join(split_dir, c)!r} has no image files "
-                             f"({', '.join(images.IMAGE_EXTENSIONS)})")
-        found[c] = files
-    return found
+def _holdout(paths, labels, fraction: float, seed: int, stratify: bool):
+    """(train paths, eval paths, train labels, eval labels): a seeded hold-out of `fraction`."""
+    from sklearn.model_selection import train_test_split
 
-
-def folder(path: str, size: int, crop_frac: float, holdout_fraction: float, seed: int
-           ) -> Dataset:
-    """PATH/train/<class>/* with PATH/test (or PATH/val); without either, a stratified hold-out."""
-    train = _list_class_folder(os.path.join(path, "train"))
-    class_names = list(train)
-    paths = [p for c in class_names for p in train[c]]
-    labels = [i for i, c in enumerate(class_names) for _ in train[c]]
-    eval_dir = next((os.path.join(path, s) for s in ("test", "val")
-                     if os.path.isdir(os.path.join(path, s))), None)
-    if eval_dir is not None:
-        held = _list_class_folder(eval_dir)
-        unknown = sorted(set(held) - set(class_names))
-        if unknown:
-            raise ValueError(f"{eval_dir!r} has classes that {path}/train lacks: {unknown}")
-        eval_paths = [p for c in held for p in held[c]]
-        eval_labels = [class_names.index(c) for c in held for _ in held[c]]
-    else:
-        from sklearn.model_selection import train_test_split
-
-        logging.warning("%s has no test/ or val/ folder: holding out %.0f%% of train (seed %d)",
-                    path, 100 * holdout_fraction, seed)
-        paths, eval_paths, labels, eval_labels = train_test_split(
-            paths, labels, test_size=holdout_fraction, stratify=labels, random_state=seed)
-    return Dataset(FileSource(paths, labels, size, crop_frac),
-                   FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
-
-
-# ---------------------------------------------------------------------------------------------
-# folder:PATH with task='multilabel': PATH/<split>/labels.csv lists each image's classes
-
-
-LABELS_CSV = "labels.csv"
-
-
-def _read_labels_csv(split_dir: str, class_names: list[str] | None = None
-                     ) -> tuple[list[str], list[str], np.ndarray]:
-    """(class names, image paths, multi-hot labels [N, C]) from split_dir/labels.csv: a header
-    `path,labels` and rows `img.jpg,cat;dog` (classes separated by ';', none allowed), or a
-    header `path,<class>,<class>,...` and one 0/1 column per class. Paths are relative to
-    split_dir. Given `class_names` (those of train), the file must use no others."""
-    path = os.path.join(split_dir, LABELS_CSV)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config.task='multilabel': {path!r} does not exist; it lists "
-                                f"the images with a header 'path,labels' and rows "
-                                f"'img.jpg,cat;dog' (or one 0/1 column per class)")
-    with open(path, newline="") as f:
-        header, *rows = [r for r in csv.reader(f) if r]
-    if len(header) < 2 or header[0] != "path":
-        raise ValueError(f"{path}: the header must be 'path,labels' or 'path,<class>,...', "
-                         f"got {','.join(header)!r}")
-    for line, r in enumerate(rows, 2):
-        if len(r) != len(header):
-            raise ValueError(f"{path}:{line}: {len(r)} fields, the header has {len(header)}")
-    paths = [os.path.join(split_dir, r[0]) for r in rows]
-    if header == ["path", "labels"]:
-        named = [[n.strip() for n in r[1].split(";") if n.strip()] for r in rows]
-        found = sorted({n for names in named for n in names})
-        class_names = class_names or found
-        unknown = sorted(set(found) - set(class_names))
-        if unknown:
-            raise ValueError(f"{path} has classes that the train split lacks: {unknown}")
-        index = {c: i for i, c in enumerate(class_names)}
-        multi_hot = np.zeros((len(rows), len(class_names)), np.float32)
-        for i, names in enumerate(named):
-            multi_hot[i, [index[n] for n in names]] = 1.0
-        return class_names, paths, multi_hot
-    if class_names is not None and header[1:] != class_names:
-        raise ValueError(f"{path}: class columns {header[1:]} differ from train's {class_names}")
     try:
-        multi_hot = np.array([[float(v) for v in r[1:]] for r in rows], np.float32)
+        return train_test_split(paths, labels, test_size=fraction,
+                                stratify=labels if stratify else None, random_state=seed)
     except ValueError as e:
-        raise ValueError(f"{path}: class columns must hold 0 or 1 ({e})") from None
-    return header[1:], paths, multi_hot.reshape(len(rows), len(header) - 1)
+        raise ValueError(f"config.holdout_fraction={fraction} cannot split {len(paths)} "
+                         f"images: {e}") from None
 
 
-def multilabel_folder(path: str, size: int, crop_frac: float, holdout_fraction: float,
-                      seed: int) -> Dataset:
-    """PATH/train/labels.csv with PATH/test (or PATH/val)/labels.csv; without either, a seeded
-    random hold-out of train."""
-    class_names, paths, labels = _read_labels_csv(os.path.join(path, "train"))
-    eval_dir = next((os.path.join(path, s) for s in ("test", "val")
-                     if os.path.isdir(os.path.join(path, s))), None)
-    if eval_dir is not None:
-        _, eval_paths, eval_labels = _read_labels_csv(eval_dir, class_names)
+def _class_split(train_dir: str, split_dir: str, class_names: list[str]):
+    """(paths, labels) of a split folder, its classes numbered as train's."""
+    held = folders.class_files(split_dir)
+    missing = folders.check_same_classes(train_dir, class_names, split_dir, list(held))
+    if missing:
+        logging.warning("%s has no folder for classes %s: they are trained on but not "
+                        "evaluated there", split_dir, missing)
+    return ([p for c in held for p in held[c]],
+            [class_names.index(c) for c in held for _ in held[c]])
+
+
+def folder(path: str, size: int, crop_frac: float, holdout_fraction: float, seed: int,
+           multilabel: bool = False) -> Dataset:
+    """An image folder in any layout of `jaxcls.data.folders` (class folders, or labels.csv
+    with `multilabel`); without an eval folder, a seeded hold-out of train (stratified by
+    class for single-label data)."""
+    layout = folders.discover(path, multilabel)
+    val = None
+    if multilabel:
+        class_names, paths, labels = folders.read_labels_csv(layout.train)
+        split = lambda d: folders.read_labels_csv(d, class_names)[1:]  # noqa: E731
     else:
-        from sklearn.model_selection import train_test_split
-
-        logging.warning("%s has no test/ or val/ folder: holding out %.0f%% of train (seed %d)",
-                        path, 100 * holdout_fraction, seed)
-        paths, eval_paths, labels, eval_labels = train_test_split(
-            paths, labels, test_size=holdout_fraction, random_state=seed)
+        train = folders.class_files(layout.train)
+        class_names = list(train)
+        paths = [p for c in class_names for p in train[c]]
+        labels = [i for i, c in enumerate(class_names) for _ in train[c]]
+        split = lambda d: _class_split(layout.train, d, class_names)  # noqa: E731
+    if layout.eval is None:
+        paths, eval_paths, labels, eval_labels = _holdout(paths, labels, holdout_fraction, seed,
+                                                          stratify=not multilabel)
+    else:
+        eval_paths, eval_labels = split(layout.eval)
+    if layout.val is not None:
+        val = FileSource(*split(layout.val), size, crop_frac)
+    logging.info("%s: %d train / %d eval%s images, %d classes", layout.describe(
+        holdout_fraction, seed, stratified=not multilabel), len(paths), len(eval_paths),
+        "" if val is None else f" / {len(val)} val", len(class_names))
     return Dataset(FileSource(paths, labels, size, crop_frac),
-                   FileSource(eval_paths, eval_labels, size, crop_frac), class_names)
+                   FileSource(eval_paths, eval_labels, size, crop_frac), class_names, val=val)
 
 
 PROGRESS_EVERY_S = 10.0  # decode (and evaluate) progress lines at most this often
@@ -390,13 +327,17 @@ def _create(config) -> Dataset:
                             config.tfds_train_split, config.tfds_eval_split, "image",
                             config.tfds_label_key, multilabel)
     if kind == "folder" and arg:
-        ds = (multilabel_folder if multilabel else folder)(
-            os.path.expanduser(arg), size, config.crop_frac, config.holdout_fraction, config.seed)
-        decoded_gib = (len(ds.train) + len(ds.eval)) * size * size * 3 / 2**30
+        ds = folder(os.path.expanduser(arg), size, config.crop_frac, config.holdout_fraction,
+                    config.seed, multilabel)
+        held = [ds.eval] + ([ds.val] if ds.val is not None else [])
+        decoded_gib = (len(ds.train) + sum(map(len, held))) * size * size * 3 / 2**30
         if decoded_gib <= config.cache_max_gib:
-            ds.train, bad_train = cache_in_memory(ds.train)
+            ds.train, ds.skipped = cache_in_memory(ds.train)
             ds.eval, bad_eval = cache_in_memory(ds.eval)
-            ds.skipped = bad_train + bad_eval
+            ds.skipped += bad_eval
+            if ds.val is not None:
+                ds.val, bad_val = cache_in_memory(ds.val)
+                ds.skipped += bad_val
             for p in ds.skipped:
                 logging.warning("skipping unreadable image %s", p)
             if len(ds.train) == 0:
@@ -409,6 +350,9 @@ def _create(config) -> Dataset:
 def create(config) -> Dataset:
     """The dataset `config.dataset` names; `config.val_fraction` of train split off as `val`."""
     ds = _create(config)
+    if config.val_fraction > 0 and ds.val is not None:
+        raise ValueError(f"config.val_fraction={config.val_fraction}: {config.dataset} has a "
+                         f"val folder, which is the val split; set config.val_fraction=0")
     if config.val_fraction > 0:
         ds.train, ds.val = split_off(ds.train, config.val_fraction, config.seed)
     return ds

@@ -6,30 +6,28 @@ Every model maps images NHWC float -> logits [N, num_classes] float32 with
 """
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
 
 from jaxcls.models import convnext, resnet, vit
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    **{f"resnet{d}": partial(resnet.resnet, d) for d in (18, 34, 50, 101, 152)},
-    **{f"vit_{s}{p}": partial(vit.vit, s, p) for s, p in (
-        ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
-        ("h", 14), ("ti", 4), ("s", 4), ("s", 8))},
-    **{f"convnext_{s}": partial(convnext.convnext, s) for s in convnext.SIZES},
-}
+# Family name -> its module. Each module exports MODELS (name -> constructor taking
+# num_classes and field overrides) and, where some differ from 224, IMAGE_SIZE (name -> the
+# resolution the model is usually trained at). A new family is a module and one line here.
+FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 
-# The resolution each model is usually trained at (patch-4/8 ViTs are for 32x32 images).
-DEFAULT_IMAGE_SIZE = {name: 32 if name in ("vit_ti4", "vit_s4", "vit_s8") else 224
-                      for name in MODELS}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}
+_FAMILY_OF = {name: f for f, module in FAMILIES.items() for name in module.MODELS}
+DEFAULT_IMAGE_SIZE: dict[str, int] = {
+    name: getattr(FAMILIES[f], "IMAGE_SIZE", {}).get(name, 224) for name, f in _FAMILY_OF.items()}
 
 
 def family(name: str) -> str:
-    """"resnet" | "vit" | "convnext" for a registered model name."""
+    """The FAMILIES key of a registered model name ("resnet", "vit", ...)."""
     check_name(name)
-    return name.split("_")[0].rstrip("0123456789")
+    return _FAMILY_OF[name]
 
 
 def check_name(name: str) -> None:

@@ -20,10 +20,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from jax.extend import core
 
-from jaxcls import models
+from jaxcls import cli, models
 from jaxcls.models import conv
 
 # name: (parameters, GMACs, image size, fingerprint) at 1000 classes, from `count` (2026-12-03).
@@ -114,10 +114,7 @@ def select(patterns: list[str], names: list[str] | None = None) -> list[str]:
 
 def main(argv):
     f = flags.FLAGS
-    try:
-        chosen = select(argv[1:], f.names)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    chosen = select(argv[1:], f.names)  # a bad name fails naming it (cli.run prints it)
     print(f"{'model':<16}{'params':>14}{'GMACs':>9}  size")
     recounted = []
     for name in chosen:
@@ -134,4 +131,4 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_list("names", None, "Models to list (default: all).")
     flags.DEFINE_bool("recount", False, "Trace every listed model instead of using FIGURES.")
-    app.run(main)
+    cli.run(main)

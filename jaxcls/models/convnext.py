@@ -89,3 +89,6 @@ def convnext(size: str, **kwargs) -> ConvNeXt:
     """ConvNeXt-`size`; kwargs override any ConvNeXt field."""
     depths, dims = SIZES[size]
     return ConvNeXt(**{"depths": depths, "dims": dims, **kwargs})
+
+
+MODELS = {f"convnext_{s}": partial(convnext, s) for s in SIZES}

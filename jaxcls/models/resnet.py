@@ -135,3 +135,6 @@ def resnet(depth: int, **kwargs) -> ResNet:
     """ResNet-`depth` with the standard stage sizes; kwargs override any ResNet field."""
     stage_sizes, block = STAGE_SIZES[depth]
     return ResNet(**{"stage_sizes": stage_sizes, "block": block, **kwargs})
+
+
+MODELS = {f"resnet{d}": partial(resnet, d) for d in STAGE_SIZES}

@@ -176,6 +176,12 @@ def vit(size: str, patch_size: int, **kwargs) -> ViT:
                   "mlp_dim": mlp_dim, **kwargs})
 
 
+MODELS = {f"vit_{s}{p}": partial(vit, s, p) for s, p in (
+    ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
+    ("h", 14), ("ti", 4), ("s", 4), ("s", 8))}
+IMAGE_SIZE = {"vit_ti4": 32, "vit_s4": 32, "vit_s8": 32}  # patch-4/8 ViTs are for 32x32 images
+
+
 def resize_pos_embedding(posemb: np.ndarray, num_tokens: int, num_prefix: int) -> np.ndarray:
     """Bilinearly resizes a [1, prefix + g*g, D] position embedding to `num_tokens` tokens, for
     fine-tuning at a resolution other than the checkpoint's (e.g. 384 from 224)."""

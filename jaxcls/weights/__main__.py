@@ -11,7 +11,7 @@ import json
 import jax
 from absl import app, flags
 
-from jaxcls import weights, writers
+from jaxcls import cli, weights, writers
 
 flags.DEFINE_string("model", None, "Registered model name (python -m jaxcls.models).")
 flags.DEFINE_integer("num_classes", None, "New head size (default: the checkpoint's).")
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
