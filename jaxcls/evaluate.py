@@ -130,9 +130,10 @@ def _streaming(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # ---- predictions -----------------------------------------------------------------------------
 
 
-def make_predict_fn(run: Run, tta_spec: str = "", mesh=None):
-    """Jitted (variables, uint8 images [B, S, S, 3]) -> log-probabilities [B, C], averaged over
-    the TTA views' probabilities; the batch is split over all devices."""
+def log_probs_fn(run: Run, tta_spec: str = ""):
+    """The pure (variables, uint8 images [B, S, S, 3]) -> log-probabilities [B, C], averaged
+    over the TTA views' probabilities: normalisation and the model (not jitted; jaxcls.export
+    serialises it)."""
     config = run.config
     tta.parse(tta_spec, config.crop_frac)  # a bad spec fails here, before any work
 
@@ -145,6 +146,12 @@ def make_predict_fn(run: Run, tta_spec: str = "", mesh=None):
         log_probs = jax.nn.log_softmax(logits).reshape(n, v, -1)
         return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(v)  # log of the mean probability
 
+    return predict
+
+
+def make_predict_fn(run: Run, tta_spec: str = "", mesh=None):
+    """Jitted log_probs_fn(run, tta_spec); the batch is split over all devices."""
+    predict = log_probs_fn(run, tta_spec)
     mesh = mesh or sharding.make_mesh()
     return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
                                           sharding.batch_sharding(mesh)),
@@ -343,9 +350,10 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
     return result
 
 
-def define_run_flags(ensemble: bool = True, tta: bool = True) -> None:
+def define_run_flags(ensemble: bool = True, tta: bool = True, required: bool = True) -> None:
     """The flags evaluate, predict and explain share (defined at start, as each module's main
-    runs): --workdir (repeatable with `ensemble`), --checkpoint, --ema and, with `tta`, --tta."""
+    runs): --workdir (repeatable with `ensemble`; `required` unless the command has another
+    source), --checkpoint, --ema and, with `tta`, --tta."""
     if ensemble:
         flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble (the "
                                   "mean of the runs' probabilities).")
@@ -356,7 +364,8 @@ def define_run_flags(ensemble: bool = True, tta: bool = True) -> None:
         flags.DEFINE_string("tta", "", "test-time augmentation: flip, crops5, crops5(R), joined "
                             "by | ('': none)")
     flags.DEFINE_bool("ema", False, "use the moving average of the parameters")
-    flags.mark_flags_as_required(["workdir"])
+    if required:
+        flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """Top-k labels with confidence for image files, with a run's own eval preprocessing.
 
     python -m jaxcls.predict --workdir=W IMAGE_OR_DIR ... [--top_k=5] [--json] [--tta=flip]
+    python -m jaxcls.predict --exported=DIR IMAGE_OR_DIR ...   (a jaxcls.export artifact)
 
 Folders are walked recursively (hidden entries skipped, symlinks followed); files are decoded
 in parallel and predicted in batches over all devices. A file that is not a readable image is
@@ -85,12 +86,18 @@ class Predictor:
         return np.exp(evaluate.ensemble(log_probs))
 
 
-def predict(workdirs: list[str], paths: Iterable[str], top_k: int = 5, which: str = "best",
-            tta_spec: str = "", ema: bool = False, threads: int = 8,
-            progress: bool = True) -> Iterator[dict]:
+def predict(workdirs: list[str] | None, paths: Iterable[str], top_k: int = 5,
+            which: str = "best", tta_spec: str = "", ema: bool = False, threads: int = 8,
+            progress: bool = True, exported: str | None = None) -> Iterator[dict]:
     """Yields {"path", "top_k": [(label, probability), ...]} per readable image, or
-    {"path", "error"} for a file that is not one."""
-    predictor = Predictor(workdirs, which, tta_spec, ema)
+    {"path", "error"} for a file that is not one. `exported`: a jaxcls.export directory to
+    predict with instead of `workdirs` (its TTA and temperature are inside)."""
+    if exported:
+        from jaxcls.export import artifact
+
+        predictor = artifact.Artifact(exported)
+    else:
+        predictor = Predictor(workdirs, which, tta_spec, ema)
     files = list(expand(paths))
     k = min(top_k, len(predictor.class_names))
     done = skipped = 0
@@ -122,9 +129,12 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) < 2:
         raise app.UsageError("give image files or folders to predict")
+    if bool(f.workdir) == bool(f.exported):
+        raise app.UsageError("give --workdir (one or more runs) or --exported=DIR, not both")
     predicted = 0
     bar = sys.stderr.isatty()  # a progress bar on a terminal, nothing in logs
-    for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema, progress=bar):
+    for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema, progress=bar,
+                     exported=f.exported):
         if "error" in r:
             print(("\r\033[K" if bar else "")  # clears the bar's line first
                   + f"skipping {r['path']}: not a readable image ({r['error']})",
@@ -139,7 +149,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    evaluate.define_run_flags()
+    evaluate.define_run_flags(required=False)
+    flags.DEFINE_string("exported", None, "a directory written by jaxcls.export, instead of "
+                        "--workdir")
     flags.DEFINE_integer("top_k", 5, "labels printed per image")
     flags.DEFINE_bool("json", False, "one JSON object per line")
     cli.run(main)

@@ -66,3 +66,19 @@ def torch_references():
     import torchvision
 
     return torch, torchvision, timm
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory):
+    """(workdir, export dir, metadata): a 10-step tiny digits run given a stored temperature
+    of 2.5 (as jaxcls.evaluate stores one), exported with jaxcls.export; shared by
+    tests/test_export.py and tests/test_serve.py."""
+    from jaxcls import calibration, evaluate, train
+    from jaxcls.export import build
+
+    root = tmp_path_factory.mktemp("deploy")
+    workdir, out = str(root / "run"), str(root / "export")
+    train.run(tiny_config(num_steps=10), workdir)
+    calibration.save(evaluate.resolve_checkpoint(workdir, "last"), "", {"temperature": 2.5})
+    meta = build.export_run(workdir, out, "last", verify_examples=96)
+    return workdir, out, meta

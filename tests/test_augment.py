@@ -53,6 +53,21 @@ def test_valid_strings_round_trip(spec):
     assert [op.name for op in ops] == [t.strip().split("(")[0] for t in spec.split("|") if t]
 
 
+def test_parse_fills_every_field():
+    # Positional arguments land on the right fields, expressions evaluate, defaults fill in.
+    ops = augment.parse("random_resized_crop(224, scale=(0.08, 1.0), ratio=(3/4, 4/3))|flip"
+                        "|randaugment(2, 9, 0.5)|erasing(0.25)", image_size=224)
+    assert ops == (
+        augment.Op("random_resized_crop", {"size": 224, "scale": (0.08, 1.0),
+                                           "ratio": (0.75, 4 / 3)}),
+        augment.Op("flip", {"p": 0.5}),
+        augment.Op("randaugment", {"num_ops": 2, "magnitude": 9.0, "magnitude_std": 0.5,
+                                   "fill": None}),
+        augment.Op("erasing", {"p": 0.25, "area": (0.02, 1 / 3), "ratio": (0.3, 1 / 0.3),
+                               "fill": "random"}))
+    assert augment.parse("crop(4)|vflip(0.2)")[1] == augment.Op("vflip", {"p": 0.2})
+
+
 @pytest.mark.parametrize("spec, message", [
     ("crop(4)|fliplr", r"unknown augment op 'fliplr'.*valid ops: random_resized_crop, crop, "),
     ("crop(4, 5, 6)", r"too many positional arguments; signature: crop\(padding: int"),

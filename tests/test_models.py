@@ -9,7 +9,7 @@ from jax import lax
 
 from jaxcls import models
 from jaxcls.models import __main__ as models_main
-from jaxcls.models import vit
+from jaxcls.models import layers, vit
 from jaxcls.models.conv import conv_general_dilated
 
 
@@ -64,8 +64,8 @@ def test_every_registered_model_builds_abstractly():
     for name in models.MODELS:
         size = models.DEFAULT_IMAGE_SIZE[name]
         model = models.create(name, 10)
-        out = jax.eval_shape(lambda m=model, s=size: m.apply(
-            m.init(jax.random.key(0), jnp.zeros((1, s, s, 3))), jnp.zeros((2, s, s, 3))))
+        out, _ = jax.eval_shape(lambda m=model, s=size: m.init_with_output(  # one trace
+            jax.random.key(0), jnp.zeros((2, s, s, 3))))
         assert out.shape == (2, 10), name
 
 
@@ -109,8 +109,23 @@ def test_drop_path_and_dropout_act_only_in_training():
                                                          mutable=["batch_stats"])[0])
         train = [train_fn(variables, jax.random.key(i)) for i in (0, 1)]
         assert not np.allclose(train[0], train[1])  # a different rng drops different paths
-        eval_fn = jax.jit(lambda v, m=model: m.apply(v, x))
-        np.testing.assert_array_equal(eval_fn(variables), eval_fn(variables))
+        # In eval the rates change nothing: the same logits as the model without them.
+        plain = model.clone(drop_path_rate=0.0, **{k: 0.0 for k in ("dropout_rate",
+                            "head_dropout_rate") if hasattr(model, k)})
+        np.testing.assert_array_equal(jax.jit(lambda v, m=model: m.apply(v, x))(variables),
+                                      jax.jit(lambda v, m=plain: m.apply(v, x))(variables))
+
+
+def test_drop_path_keeps_whole_examples_scaled_by_one_over_keep():
+    x = jnp.ones((4000, 3, 2))
+    out = np.asarray(layers.DropPath(rate=0.25).apply({}, x, train=True,
+                                                      rngs={"dropout": jax.random.key(0)}))
+    per_example = out.reshape(4000, -1)
+    kept = per_example[:, 0] > 0
+    # An example is dropped or kept whole; kept ones are x / 0.75.
+    np.testing.assert_allclose(per_example, np.where(kept, 1 / 0.75, 0.0)[:, None]
+                               * np.ones((1, 6)), rtol=1e-6)
+    assert abs(kept.mean() - 0.75) < 0.03  # binomial std at n=4000 is 0.007
 
 
 def test_vit_position_embedding_resizes_to_a_new_grid():
@@ -120,7 +135,12 @@ def test_vit_position_embedding_resizes_to_a_new_grid():
     assert resized.shape == (1, 65, 3)
     assert resized[0, 0, 0] == 7.0  # the class token's embedding is kept as is
     img = resized[0, 1:, 0].reshape(8, 8)
-    assert img[0, 0] < img[0, -1] < img[-1, -1]  # the 4x4 ramp, upsampled to 8x8
+    # The grid is 4 * row + col; bilinear resizing keeps it linear and separable, so a row
+    # step is 4 column steps (a transposed grid would give 1/4) and every row has one profile.
+    cols, rows = img[0] - img[0, 0], img[:, 0] - img[0, 0]
+    assert cols[-1] > 0
+    np.testing.assert_allclose(rows, 4 * cols, rtol=1e-5)
+    np.testing.assert_allclose(img - img[:, :1], np.broadcast_to(cols, (8, 8)), atol=1e-5)
     np.testing.assert_allclose(vit.resize_pos_embedding(posemb, 17, 1), posemb)
 
 

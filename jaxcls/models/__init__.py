@@ -10,12 +10,13 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxcls.models import convnext, resnet, vit
+from jaxcls.models import alexnet, convnext, densenet, inception, lenet, resnet, vgg, vit
 
 # Family name -> its module. Each module exports MODELS (name -> constructor taking
 # num_classes and field overrides) and, where some differ from 224, IMAGE_SIZE (name -> the
 # resolution the model is usually trained at). A new family is a module and one line here.
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
+FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

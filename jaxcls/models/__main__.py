@@ -8,7 +8,7 @@ elementwise work such as GELU's erf, which puts ConvNeXt-T at 4.74 "GMACs" again
     python -m jaxcls.models [vit] [--names vit_b16,convnext_tiny] [--recount]
 
 A positional argument keeps the models whose name contains it (`vit`, `convnext_t`). Tracing
-all 24 models takes over a minute on 2 CPU cores, so the table prints the figures recorded in
+all 40 models takes minutes on 2 CPU cores, so the table prints the figures recorded in
 FIGURES below, each with a fingerprint of its model's fields (the module's repr); a model whose
 fields changed, or one not recorded, is traced (`count`). `--recount` traces every listed
 model and prints FIGURES' new lines; tests/test_models.py checks the recorded figures against
@@ -52,6 +52,22 @@ FIGURES = {
     "convnext_base": (88591464, 15.3547, 224, "63c24ee65d12"),
     "convnext_large": (197767336, 34.3614, 224, "ea5f016d215e"),
     "convnext_xlarge": (350196968, 60.9210, 224, "2d689b2aa50e"),
+    "lenet5": (146156, 0.0007, 32, "860ac0c86739"),
+    "alexnet": (61100840, 0.7142, 224, "a2acc8531be1"),
+    "vgg11": (132863336, 7.6091, 224, "d041f6d737c0"),
+    "vgg11_bn": (132868840, 7.6091, 224, "b138e1cccbba"),
+    "vgg13": (133047848, 11.3085, 224, "d765b6fbd42d"),
+    "vgg13_bn": (133053736, 11.3085, 224, "058c7c5080cb"),
+    "vgg16": (138357544, 15.4703, 224, "e64c842c512e"),
+    "vgg16_bn": (138365992, 15.4703, 224, "ddf25135ca65"),
+    "vgg19": (143667240, 19.6321, 224, "fac824d396dd"),
+    "vgg19_bn": (143678248, 19.6321, 224, "11330f4ee5c5"),
+    "googlenet": (6624904, 1.4984, 224, "102cfbc01f9a"),
+    "inception_v3": (23834568, 5.7132, 299, "8c74f1e8ed06"),
+    "densenet121": (7978856, 2.8342, 224, "882608d8ba52"),
+    "densenet161": (28681000, 7.7279, 224, "8b28436c4250"),
+    "densenet169": (14149480, 3.3598, 224, "b0c040eecc87"),
+    "densenet201": (20013928, 4.2914, 224, "d1c612e87d21"),
 }
 
 

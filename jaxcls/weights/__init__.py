@@ -50,6 +50,8 @@ class Checkpoint:
 def _default_preprocessing(family: str, layout: str) -> dict:
     if family == "vit" and layout != "torchvision":  # AugReg / google ViTs take [-1, 1]
         return {**INCEPTION, "crop_frac": {"hf": 1.0, "timm": 0.9}.get(layout, 0.875)}
+    if family == "inception":  # Google's ported weights: [-1, 1] (torchvision's transform_input)
+        return {**INCEPTION, "crop_frac": 0.875}
     return {**IMAGENET, "crop_frac": 0.875}
 
 
@@ -125,6 +127,8 @@ def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
             kwargs["pool"] = "gap"
         if "params/pre_logits/kernel" in tensors:
             kwargs["representation_size"] = int(tensors["params/pre_logits/kernel"].shape[-1])
+    if family == "vgg":  # timm's VGGs end in a conv pre_logits, torchvision's in Linears
+        kwargs["conv_head"] = "params/pre_logits/fc1/kernel" in tensors
     if layout == "hf" and os.path.isdir(path):
         hf_kwargs, hf_pre = _hf_metadata(path, family)
         kwargs.update(hf_kwargs)

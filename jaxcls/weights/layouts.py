@@ -154,6 +154,48 @@ _CONVNEXT_TORCHVISION_RAW: list[Rule] = [
     (_TV_CN_BLOCK + "layer_scale",
      lambda m: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/layer_scale")]
 
+# ---- Classic CNNs: AlexNet, VGG, GoogLeNet / Inception-v3, DenseNet ------------------------------
+# timm's inception_v3 and densenet keep torchvision's names; timm has no AlexNet or GoogLeNet.
+_ALEXNET_TORCHVISION: list[Rule] = [
+    (r"features\.(0|3|6|8|10)", lambda m: f"conv{(0, 3, 6, 8, 10).index(int(m[1])) + 1}"),
+    (r"classifier\.1", "fc6"), (r"classifier\.4", "fc7"), (r"classifier\.6", "head"),
+]
+_VGG_TORCHVISION: list[Rule] = [
+    (r"features\.(\d+)", r"features_\1"),
+    (r"classifier\.0", "fc1"), (r"classifier\.3", "fc2"), (r"classifier\.6", "head"),
+]
+_VGG_TIMM: list[Rule] = [
+    (r"features\.(\d+)", r"features_\1"),
+    (r"pre_logits\.(fc1|fc2)", r"pre_logits/\1"), (r"head\.fc", "head"),
+]
+_INCEPTION: list[Rule] = [  # GoogLeNet (torchvision) and Inception-v3 (both)
+    (r"(\w+)\.(branch\d)\.(\d)\.(conv|bn)", r"\1/\2_\3/\4"),  # GoogLeNet's Sequentials
+    (r"(\w+)\.(branch\w+)\.(conv|bn)", r"\1/\2/\3"),
+    (r"(conv\d|Conv2d_\w+)\.(conv|bn)", r"\1/\2"),
+    (r"fc", "head"),
+]
+_DENSENET: list[Rule] = [
+    (r"features\.(conv0|norm0|norm5)", r"\1"),
+    # torchvision's old checkpoints: `norm.1`, `conv.2` (a regex remaps them in torchvision)
+    (r"features\.denseblock(\d)\.denselayer(\d+)\.(norm|conv)\.?([12])",
+     r"denseblock\1/denselayer\2/\3\4"),
+    (r"features\.transition(\d)\.(norm|conv)", r"transition\1/\2"),
+    (r"classifier", "head"),
+]
+# Training-only auxiliary classifiers (GoogLeNet's aux1/aux2, Inception-v3's AuxLogits).
+_AUX_HEADS = r"(?:aux[12]|AuxLogits)\..*"
+# Keys only torchvision writes (AlexNet's and VGG's last Linear; GoogLeNet, which timm lacks).
+_TORCHVISION_CNN_PREFIXES = ("classifier.6.", "inception3a.")
+_CNN_RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
+    ("alexnet", "torchvision"): (_ALEXNET_TORCHVISION, []),
+    ("vgg", "torchvision"): (_VGG_TORCHVISION, []),
+    ("vgg", "timm"): (_VGG_TIMM, []),
+    ("inception", "torchvision"): (_INCEPTION, []),
+    ("inception", "timm"): (_INCEPTION, []),
+    ("densenet", "torchvision"): (_DENSENET, []),
+    ("densenet", "timm"): (_DENSENET, []),
+}
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -166,9 +208,10 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "hf"): (_CONVNEXT_HF, _CONVNEXT_HF_RAW),
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
+    **_CNN_RULES,
 }
 # Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
-IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*")
+IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*|" + _AUX_HEADS)
 
 
 def detect(keys: list[str]) -> str:
@@ -178,6 +221,8 @@ def detect(keys: list[str]) -> str:
     if any(s in k for k in keys for s in ("embeddings.patch_embeddings", "embedder.embedder",
                                           "vit.layers.", "encoder.layer.")):
         return "hf"
+    if any(k.startswith(_TORCHVISION_CNN_PREFIXES) for k in keys):
+        return "torchvision"
     if any(k.startswith(("conv_proj.", "features.0.0.", "encoder.layers.encoder_layer_"))
            for k in keys):
         return "torchvision"
