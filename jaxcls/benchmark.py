@@ -43,9 +43,10 @@ def define_flags() -> None:
     flags.DEFINE_bool("input_only", False, "Only the host input pipeline: jaxcls.data."
                       "input_benchmark (grain vs a PIL loop vs tf.data); needs no --config.")
     flags.DEFINE_string("input_data", "../shared/data/cifar10",
-                        "--input_only: CIFAR-10 JPEG folder.")
-    flags.DEFINE_string("input_big", "runs/big_jpegs",
-                        "--input_only: folder for the 500x375 JPEGs (written on first use).")
+                        "--input_only: CIFAR-10 JPEG folder (train/<class>/*.jpg).")
+    flags.DEFINE_string("input_big", None,
+                        "--input_only: folder for the 500x375 JPEGs, written on first use "
+                        "(default: $XDG_CACHE_HOME/jaxcls/big_jpegs, i.e. ~/.cache/...).")
     flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
     flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
     flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
@@ -183,7 +184,8 @@ def main(argv):
     if f.input_only:
         from jaxcls.data import input_benchmark
 
-        print(json.dumps(input_benchmark.run(f.input_data, f.input_big, f.input_images,
+        big = f.input_big or input_benchmark.default_big_dir()
+        print(json.dumps(input_benchmark.run(f.input_data, big, f.input_images,
                                              f.input_threads)), flush=True)
         return
     if f.config is None:

@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+from absl import logging
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
@@ -67,3 +68,13 @@ def temperature(step_dir: str, key: str = "") -> float | None:
     """The stored temperature for TTA spec `key`, or None when none was fitted."""
     record = load_all(step_dir).get(key)
     return None if record is None else float(record["temperature"])
+
+
+def temperature_or_one(step_dir: str, key: str = "") -> float:
+    """The stored temperature for TTA spec `key`, or 1.0 (uncalibrated) with a warning saying
+    how to fit one. jaxcls.predict and jaxcls.explain both print softmax(logits / this)."""
+    t = temperature(step_dir, key)
+    if t is None:
+        logging.warning("%s has no temperature for TTA %r (run jaxcls.evaluate with that TTA "
+                        "first): probabilities are uncalibrated", step_dir, key)
+    return t or 1.0

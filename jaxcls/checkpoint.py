@@ -1,11 +1,14 @@
 """Checkpoints: train state + data-iterator position under WORKDIR/checkpoints, via orbax.
 
 All orbax calls live here (orbax's v1 API is expected to replace v0 at its 1.0).
-Kept: the last `keep` checkpoints plus the best by eval accuracy.
+Kept: the last `keep` checkpoints plus the best by the monitored eval metric (accuracy unless
+early stopping watches another; the earliest of ties, as train.best_eval picks).
 """
 
 import glob
 import json
+import logging
+import math
 import os
 
 import grain
@@ -22,12 +25,19 @@ flags.FLAGS.set_default("experimental_orbax_use_distributed_barrier", True)
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int, metric: str = "accuracy", higher: bool = True):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        sign = 1.0 if higher else -1.0
+
+        def rank(m: dict) -> tuple[float, int]:
+            """BestN keeps the largest: the best value, then the earliest step (checkpoints
+            saved before steps were recorded, or without the metric, rank lowest)."""
+            value = m.get(metric)
+            return (-math.inf if value is None else sign * value, -m.get("step", 0))
+
         preservation = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
-            policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1,
-                           keep_checkpoints_without_metrics=False),
+            policies.BestN(get_metric_fn=rank, n=1, keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
@@ -41,7 +51,7 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data_iter=grain.checkpoint.CheckpointSave(data_iter)),
-            metrics=eval_metrics, force=True)
+            metrics=None if eval_metrics is None else {**eval_metrics, "step": step}, force=True)
 
     def restore(self, step: int, abstract_state, data_iter):
         """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings, so
@@ -100,13 +110,27 @@ def load_state(step_dir: str):
     return _restore_local(os.path.join(os.path.abspath(step_dir), "state"))
 
 
+class _NoMissingMetadataWarning(logging.Filter):
+    """Drops orbax's "Metadata file does not exist" warning: reading the `state` item of a
+    manager's step directory directly, orbax looks for the step's metadata file inside the
+    item, where the manager never writes it; the item restores in full without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
 def _restore_local(path: str):
-    checkpointer = ocp.StandardCheckpointer()
-    meta = checkpointer.metadata(path).item_metadata
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          meta)
-    return checkpointer.restore(path, target)
+    quiet = _NoMissingMetadataWarning()
+    logging.getLogger("absl").addFilter(quiet)  # absl's logger: orbax logs through it
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        meta = checkpointer.metadata(path).item_metadata
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              meta)
+        return checkpointer.restore(path, target)
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
 
 
 def save_tree(path: str, tree) -> None:

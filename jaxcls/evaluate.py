@@ -3,14 +3,16 @@
     python -m jaxcls.evaluate --workdir=W [--split=test] [--checkpoint=best|last|STEP]
         [--tta=flip|crops5] [--workdir=W2 ...]
 
-writes W/eval/<split>/ (suffixed _tta, _ensemble when used): metrics.json, predictions.npz
-(`labels` [N], `probs` [N, C], `class_names`, `temperature`, and `paths` for folder datasets),
-the PNGs and report.html. Several --workdir average their probabilities (an ensemble).
+writes W/eval/<split>/ (suffixed _tta_<spec>, e.g. _tta_flip+crops5, and _ensemble when used):
+metrics.json, predictions.npz (`labels` [N], `probs` [N, C], `class_names`, `temperature`, and
+`paths` for folder datasets), the PNGs and report.html. Several --workdir average their
+probabilities (an ensemble).
 """
 
 import dataclasses
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +27,16 @@ from jaxcls.data import augment, loader, sources, tta
 # ---- a trained run ---------------------------------------------------------------------------
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config the run in `workdir` trained with (WORKDIR/config.json)."""
+def load_config(workdir: str, any_task: bool = False) -> ml_collections.ConfigDict:
+    """The resolved config the run in `workdir` trained with (WORKDIR/config.json); unless
+    `any_task`, only a multiclass run's."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a jaxcls run directory?")
     with open(path) as f:
         # Keys added to jaxcls after the run trained take their defaults.
         config = ml_collections.ConfigDict({**defaults.get_config().to_dict(), **json.load(f)})
-    if config.get("task", "multiclass") != "multiclass":
+    if not any_task and config.get("task", "multiclass") != "multiclass":
         raise ValueError(f"{path}: task={config.task!r}; evaluate and predict handle multiclass "
                          "runs")
     return config
@@ -41,7 +44,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def resolve_checkpoint(workdir: str, which: str = "best") -> str:
     """WORKDIR/checkpoints/STEP for `which`: best (summary.json's best step, else the best eval
-    in metrics.jsonl), last, or a step number."""
+    in metrics.jsonl by the run's monitored metric, train.best_metric), last, or a step
+    number."""
     directory = os.path.join(workdir, "checkpoints")
     saved = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
         directory) else []
@@ -56,7 +60,8 @@ def resolve_checkpoint(workdir: str, which: str = "best") -> str:
             with open(summary_path) as f:
                 step = json.load(f).get("best_step")
         if step is None:
-            step = train.best_eval(train.eval_rows(os.path.join(workdir, "metrics.jsonl")))[1]
+            step = train.best_eval(train.eval_rows(os.path.join(workdir, "metrics.jsonl")),
+                                   train.best_metric(load_config(workdir, any_task=True)))[1]
         if step is None:
             raise ValueError(f"{workdir} has no evaluated checkpoint: pass --checkpoint=last or "
                              f"a step of {saved}")
@@ -167,14 +172,15 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
     variables = jax.device_put(run.variables, sharding.replicated(mesh))
     batch_size = global_batch_size(run.config)
     num_batches = -(-len(source) // batch_size)
-    parts = []
+    parts, last_log = [], time.monotonic()
     for i, batch in enumerate(loader.eval_batches(source, batch_size, run.config.num_threads)):
         arrays = loader.to_global(batch, batch_sharding)
         arrays["index"] = jax.make_array_from_process_local_data(batch_sharding, batch["index"])
         arrays["log_probs"] = predict(variables, arrays.pop("image"))
         parts.append(multihost_utils.process_allgather(arrays, tiled=True))
-        if (i + 1) % max(num_batches // 10, 1) == 0 or i + 1 == num_batches:
+        if i + 1 == num_batches or time.monotonic() - last_log >= sources.PROGRESS_EVERY_S:
             logging.info("predicted %d/%d batches", i + 1, num_batches)
+            last_log = time.monotonic()
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keep = out.pop("mask") > 0
     order = np.argsort(out["index"][keep], kind="stable")
@@ -205,6 +211,28 @@ def _split_source(dataset: sources.Dataset, split: str, workdir: str):
         raise ValueError(f"{workdir} has no val split: it trained with config.val_fraction=0 "
                          f"and its folder has no val/ folder")
     return source
+
+
+def check_same_examples(runs: list[Run], datasets: list[sources.Dataset], split: str) -> None:
+    """Before any prediction: an ensemble's runs must read the same `split` (as many examples,
+    the same labels and, for files, the same file names); raises ValueError naming both runs."""
+    first = _split_source(datasets[0], split, runs[0].workdir)
+    for run, dataset in zip(runs[1:], datasets[1:], strict=True):
+        source = _split_source(dataset, split, run.workdir)
+        differs = None
+        if len(source) != len(first):
+            differs = f"{len(first)} and {len(source)} examples"
+        elif hasattr(source, "labels") and hasattr(first, "labels") and not np.array_equal(
+                source.labels, first.labels):
+            differs = "different labels"
+        elif hasattr(source, "paths") and hasattr(first, "paths") and [
+                os.path.basename(p) for p in source.paths] != [
+                os.path.basename(p) for p in first.paths]:
+            differs = "different files"
+        if differs:
+            raise ValueError(f"{runs[0].workdir} ({runs[0].config.dataset}) and {run.workdir} "
+                             f"({run.config.dataset}) do not have the same {split} examples "
+                             f"({differs}): an ensemble must evaluate one dataset")
 
 
 def _predict_split(runs: list[Run], datasets: list[sources.Dataset], split: str,
@@ -260,7 +288,9 @@ def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[d
 
 
 def output_dir(workdirs: list[str], split: str, tta_spec: str) -> str:
-    name = split + ("_tta" if tta_spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
+    """WORKDIR/eval/<split>[_tta_<spec>][_ensemble], e.g. eval/test_tta_flip+crops5."""
+    spec = tta.folder_name(tta_spec)
+    name = split + (f"_tta_{spec}" if spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
     return os.path.join(workdirs[0], "eval", name)
 
 
@@ -277,6 +307,7 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
         tta.parse(tta_spec, run.config.crop_frac)
     names = runs[0].class_names
     datasets = [sources.create(_streaming(r.config)) for r in runs]
+    check_same_examples(runs, datasets, split)
     log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)
     probs = np.exp(log_probs)
     result = {"workdirs": [os.path.abspath(w) for w in workdirs],
@@ -349,5 +380,6 @@ if __name__ == "__main__":
     define_run_flags()
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out or val/ folder; train.")
-    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta][_ensemble]")
+    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"
+                       "[_ensemble]")
     cli.run(main)

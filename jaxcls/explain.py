@@ -4,8 +4,9 @@
         [--layer=stage4_block2] [--class=3] [--checkpoint=last|best|STEP]
 
 For each image (<name>: its path below the images' common folder, e.g. cat_0001),
-DIR/<name>_<method>.png is the image as the model saw it (the run's eval
-preprocessing) with the heat map blended over it, and DIR/<name>_<method>.npy the map itself at
+DIR/<name>_<method>.png shows, under a title (class, probability, method), the image as the
+model saw it (the run's eval preprocessing) beside the heat map blended over it, with a colour
+bar of the map's values; DIR/<name>_<method>.npy is the map itself at
 its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the patch grid
 (rollout) or pixels (integrated gradients: attribution summed over the colour channels).
 
@@ -21,6 +22,8 @@ its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the p
   intervals; attributions sum to score(image) - score(baseline) up to the quadrature error.
 
 Scores are logits (before the softmax) of the requested class, by default the predicted one.
+Printed probabilities are calibrated as jaxcls.predict's: softmax(logits / T) with the
+temperature jaxcls.evaluate stored for the checkpoint (T = 1, with a warning, when none is).
 """
 
 import os
@@ -33,7 +36,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from jaxcls import cli, evaluate, writers
+from jaxcls import calibration, cli, evaluate, writers
 from jaxcls.data import augment, folders
 from jaxcls.data.images import load_image
 from jaxcls.models import vit
@@ -229,6 +232,49 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, size: int =
     return np.round((1 - alpha) * image + alpha * colours).clip(0, 255).astype(np.uint8)
 
 
+# Layout of `panel`, in pixels: margins, title band, colour bar and its tick labels.
+PANEL_PAD, PANEL_TITLE, PANEL_BAR, PANEL_TICKS = 6, 30, 12, 44
+
+
+def panel(image: np.ndarray, heat: np.ndarray, title: str, alpha: float = 0.5,
+          size: int = 224) -> np.ndarray:
+    """The explanation PNG as uint8 [H, W, 3]: `title` on top, then side by side the image
+    (enlarged to size x size, bicubic) and `overlay(image, heat, alpha, size)`, both placed
+    pixel for pixel, and a colour bar of |heat| from 0 to its maximum in the overlay's colours."""
+    from matplotlib import colormaps, colors
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colorbar import ColorbarBase
+    from matplotlib.figure import Figure
+
+    blended = overlay(image, heat, alpha, size)
+    if size > image.shape[0]:
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    s = blended.shape[0]
+    pad, top, bar, ticks = PANEL_PAD, PANEL_TITLE, PANEL_BAR, PANEL_TICKS
+    width, height = 3 * pad + 2 * s + pad + bar + ticks, top + s + pad
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
+    fig.figimage(image, pad, pad)  # pixel offsets from the bottom left, no resampling
+    fig.figimage(blended, 2 * pad + s, pad)
+    cax = fig.add_axes(((3 * pad + 2 * s) / width, pad / height, bar / width, s / height))
+    vmax = float(np.abs(np.asarray(heat)).max()) or 1.0
+    ColorbarBase(cax, cmap=colormaps["jet"], norm=colors.Normalize(0.0, vmax))
+    cax.tick_params(labelsize=7)
+    cax.set_title("|map|", fontsize=7)  # the overlay colours |heat| (signed maps: their size)
+    fig.text(pad / width, 1 - 4 / height, title, ha="left", va="top", fontsize=8, wrap=True)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def panel_title(record: dict, method: str) -> str:
+    """"cat 0.583 (gradcam)", or, when the explained class is not the predicted one,
+    "map of dog 0.210 (gradcam); predicted cat 0.583"."""
+    explained = f"{record['class']} {record['class_probability']:.3f} ({method})"
+    if record["class"] == record["predicted"]:
+        return explained
+    return f"map of {explained}; predicted {record['predicted']} {record['probability']:.3f}"
+
+
 # ---- the command line ------------------------------------------------------------------------
 
 
@@ -310,6 +356,7 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     base = (augment.normalize(jnp.zeros((1, 1, 1, 3), jnp.uint8), config.mean, config.std)
             if baseline == "black" else jnp.zeros((1, 1, 1, 3)))
     explain = make_explainer(model, method, layer, steps)
+    temperature = calibration.temperature_or_one(run.step_dir)  # as jaxcls.predict prints
 
     loaded = []
     for p, name in zip(paths, output_names(paths), strict=True):
@@ -325,16 +372,18 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
         pixels[:len(chunk)] = [img for _, _, img in chunk]
         x = augment.normalize(jnp.asarray(pixels), config.mean, config.std)
         out = jax.device_get(explain(run.variables, x, jnp.full(batch_size, target), base))
-        probs = jax.nn.softmax(out["logits"])
+        probs = np.exp(calibration.scaled_log_probs(out["logits"], temperature))
         for i, (path, name, img) in enumerate(chunk):
             stem = os.path.join(out_dir, f"{name}_{method}")
             np.save(stem + ".npy", out["map"][i])
-            Image.fromarray(overlay(img, out["map"][i], alpha, png_size)).save(stem + ".png")
             predicted, cls = int(np.argmax(out["logits"][i])), int(out["classes"][i])
-            records.append({"path": path, "predicted": names[predicted],
-                            "probability": float(probs[i, predicted]), "class": names[cls],
-                            "class_probability": float(probs[i, cls]), "png": stem + ".png",
-                            "npy": stem + ".npy"})
+            record = {"path": path, "predicted": names[predicted],
+                      "probability": float(probs[i, predicted]), "class": names[cls],
+                      "class_probability": float(probs[i, cls]), "temperature": temperature,
+                      "png": stem + ".png", "npy": stem + ".npy"}
+            Image.fromarray(panel(img, out["map"][i], panel_title(record, method), alpha,
+                                  png_size)).save(stem + ".png")
+            records.append(record)
             logging.info("%s: predicted %s (%.3f); %s map of %s -> %s.png", path,
                          names[predicted], probs[i, predicted], method, names[cls], stem)
     if not records:

@@ -24,6 +24,7 @@ def main(argv):
     writers.quiet_libraries()
     f = flags.FLAGS
     distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    writers.quiet_other_processes()
     train.run(f.config, f.workdir)
 
 

@@ -13,7 +13,14 @@ from clu import metrics
 
 
 @flax.struct.dataclass
-class Metrics(metrics.Collection):
+class Top1Metrics(metrics.Collection):
+    """For fewer than TOP5_MIN_CLASSES classes, where top-5 would be 1 by construction."""
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Average.from_output("correct1")
+
+
+@flax.struct.dataclass
+class Metrics(metrics.Collection):  # clu builds collections from their own fields
     loss: metrics.Average.from_output("loss")
     accuracy: metrics.Average.from_output("correct1")
     top5: metrics.Average.from_output("correct5")
@@ -24,6 +31,14 @@ class TrainMetrics(Metrics):
     grad_norm: metrics.Average.from_output("grad_norm")  # before clipping, one value per step
 
 
+@flax.struct.dataclass
+class Top1TrainMetrics(Top1Metrics):
+    grad_norm: metrics.Average.from_output("grad_norm")
+
+
+TOP5_MIN_CLASSES = 6  # top-5 is reported only with at least this many classes
+
+
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     """1.0 where the label is among the k highest logits (ties broken by top_k's order), else 0."""
     k = min(k, logits.shape[-1])
@@ -32,7 +47,11 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def gather(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
-    """Per-example values -> a Metrics collection that counts only mask == 1 examples."""
+    """Per-example values -> a Metrics collection that counts only mask == 1 examples (a
+    Top1Metrics, without top5, for fewer than TOP5_MIN_CLASSES classes)."""
+    if logits.shape[-1] < TOP5_MIN_CLASSES:
+        return Top1Metrics.single_from_model_output(
+            loss=loss, correct1=topk_correct(logits, labels, 1), mask=mask)
     return Metrics.single_from_model_output(
         loss=loss, correct1=topk_correct(logits, labels, 1),
         correct5=topk_correct(logits, labels, 5), mask=mask)
@@ -41,7 +60,8 @@ def gather(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arra
 def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
     """`m` plus the step's global gradient norm."""
     fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)}
-    cls = MultilabelTrainMetrics if isinstance(m, MultilabelMetrics) else TrainMetrics
+    cls = {Metrics: TrainMetrics, Top1Metrics: Top1TrainMetrics,
+           MultilabelMetrics: MultilabelTrainMetrics}[type(m)]
     return cls(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
 
 
@@ -172,7 +192,7 @@ def offline(labels: np.ndarray, probs: np.ndarray, class_names: list[str],
     present = cm.sum(axis=1) > 0
     out = {"examples": int(len(labels)), "accuracy": float(np.trace(cm) / max(len(labels), 1))}
     for k in top_k:
-        if k <= num_classes:
+        if k < num_classes:  # top-k of k or fewer classes is 1 by construction
             out[f"top{k}"] = top_k_accuracy(labels, probs, k)
     out.update({
         "balanced_accuracy": float(recall[present].mean()),

@@ -129,6 +129,43 @@ def _is_group(g) -> bool:
     return g is None or isinstance(g, tuple)
 
 
+def _modules(names: list[str], most: int = 6) -> str:
+    """The top-level modules of parameter paths, in order: 'stem, stage1_block0, ...'."""
+    tops = list(dict.fromkeys(n.split("/")[0] for n in names))
+    if len(tops) > most:
+        tops = [*tops[:most - 2], f"... ({len(tops) - most + 2} more)", *tops[-2:]]
+    return ", ".join(tops)
+
+
+def describe_freezing(config: ml_collections.ConfigDict, params, steps_per_epoch: int
+                      ) -> list[str]:
+    """Log lines saying what `freeze`, `unfreeze_epochs` (and zero learning-rate multipliers)
+    keep frozen and when each group starts training: parameter arrays, parameters and modules
+    per group. No lines when nothing is frozen."""
+    groups = jax.tree.leaves(param_groups(config, params, steps_per_epoch), is_leaf=_is_group)
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    buckets: dict[int, list[tuple[str, int]]] = {}  # -1: frozen for the run; else start step
+    for (path, p), g in zip(flat, groups, strict=True):
+        key = -1 if g is None else g[2]
+        buckets.setdefault(key, []).append((sharding.path_str(path), int(np.prod(p.shape))))
+    if set(buckets) == {0}:
+        return []
+    total = sum(n for b in buckets.values() for _, n in b)
+    lines = []
+    for key in sorted(buckets, key=lambda k: (k != -1, k)):
+        names, sizes = [n for n, _ in buckets[key]], sum(n for _, n in buckets[key])
+        what = (f"{len(names)} parameter arrays ({sizes:,} of {total:,} parameters) in "
+                f"{_modules(names)}")
+        if key == -1:
+            lines.append(f"frozen for the whole run (config.freeze / zero lr multiplier): {what}")
+        elif key == 0:
+            lines.append(f"trained from the start: {what}")
+        else:
+            lines.append(f"frozen until step {key} (epoch {key / steps_per_epoch:g}, "
+                         f"config.unfreeze_epochs), then trained: {what}")
+    return lines
+
+
 def frozen_mask(config: ml_collections.ConfigDict, params):
     """True for parameters frozen for the whole run (`freeze`, or a learning-rate multiplier
     of 0); their gradients need not be computed."""

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jaxcls import calibration, cli, evaluate, sharding, writers
 from jaxcls.data import folders, images
@@ -64,14 +64,8 @@ class Predictor:
         self.fns = [r.predict_fn(tta_spec) for r in self.runs]
         self.variables = [jax.device_put(r.variables, sharding.replicated(mesh))
                           for r in self.runs]
-        self.temperatures = []
-        for r in self.runs:
-            t = calibration.temperature(r.step_dir, tta_spec)
-            if t is None:
-                logging.warning("%s has no temperature for TTA %r (run jaxcls.evaluate with "
-                                "that TTA first): probabilities are uncalibrated", r.step_dir,
-                                tta_spec)
-            self.temperatures.append(t or 1.0)
+        self.temperatures = [calibration.temperature_or_one(r.step_dir, tta_spec)
+                             for r in self.runs]
 
     def preprocessings(self) -> set[tuple[int, float]]:
         """The distinct (image_size, crop_frac) the runs read images at."""

@@ -56,9 +56,14 @@ def reliability_figure(labels: np.ndarray, probs: np.ndarray, calibrated: np.nda
         centers = [(b["lo"] + b["hi"]) / 2 for b in bins]
         acc = np.array([b["accuracy"] for b in bins])
         conf = np.array([b["confidence"] for b in bins])
-        ax.bar(centers, acc, width=1 / 15, edgecolor="black", color="#4c72b0", label="accuracy")
-        ax.bar(centers, conf - acc, bottom=acc, width=1 / 15, color="#dd8452", alpha=0.5,
-               edgecolor="#dd8452", label="gap to mean confidence")
+        ax.bar(centers, acc, width=1 / 15, edgecolor="black", color="#4c72b0", label="accuracy",
+               zorder=2)
+        # The gap from accuracy to the bin's mean confidence: red hatching on no fill, above the
+        # accuracy bars, so it keeps the legend's look where it lies inside one (under-confident
+        # bins) rather than tinting it.
+        ax.bar(centers, conf - acc, bottom=acc, width=1 / 15, facecolor="none",
+               edgecolor="#c44e52", hatch="///", linewidth=1.0, zorder=3,
+               label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ece = metrics.expected_calibration_error(labels, p)
         ax.set_title(f"{title}: ECE {ece:.4f}")

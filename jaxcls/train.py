@@ -82,13 +82,21 @@ def eval_rows(metrics_path: str) -> list[dict]:
         return [row for line in f if (row := json.loads(line)).get("split") == "eval"]
 
 
-def best_eval(rows: list[dict]) -> tuple[float, int | None]:
-    """Best eval accuracy (and its step) among `eval_rows`: a resumed run keeps counting from
-    it; `jaxcls.evaluate` picks the best checkpoint by it."""
-    best = (-1.0, None)
+def best_metric(config: ml_collections.ConfigDict) -> str:
+    """The eval metric that picks the run's best checkpoint: the one early stopping monitors
+    (e.g. mAP, loss), else accuracy."""
+    return config.get("early_stopping_metric") or "accuracy"
+
+
+def best_eval(rows: list[dict], metric: str = "accuracy") -> tuple[float | None, int | None]:
+    """Best value of eval `metric` (loss: lowest; others: highest; the earliest of ties) and its
+    step among `eval_rows`: a resumed run keeps counting from it; `jaxcls.evaluate` picks the
+    best checkpoint by it."""
+    best = (None, None)
+    sign = 1.0 if monitor.higher_is_better(metric) else -1.0
     for row in rows:
-        if row["accuracy"] > best[0]:
-            best = (row["accuracy"], row["step"])
+        if metric in row and (best[0] is None or sign * row[metric] > sign * best[0]):
+            best = (row[metric], row["step"])
     return best
 
 
@@ -116,6 +124,28 @@ def _early_stop_reason(config: ml_collections.ConfigDict, evals: list[dict]) -> 
     return (f"early stopping: eval {metric} has not improved by more than "
             f"{config.early_stopping_min_delta} for {waited} evaluations (best {best[metric]:.4g} "
             f"at step {best['step']})")
+
+
+def check_run_shape(config: ml_collections.ConfigDict, num_train: int, num_classes: int,
+                    total_steps: int, steps_per_epoch: int) -> list[str]:
+    """Warnings about a run that will not do what its config suggests (logged at start);
+    raises ValueError for an early-stopping or plateau metric the run will not log."""
+    for key in ("early_stopping_metric", "plateau_metric"):
+        if (config[key] == "top5" and num_classes < metrics.TOP5_MIN_CLASSES
+                and (key == "early_stopping_metric" or config.schedule == "plateau")):
+            raise ValueError(f"config.{key}='top5': with {num_classes} classes top-5 is not "
+                             f"logged (it needs at least {metrics.TOP5_MIN_CLASSES})")
+    warnings = []
+    if config.batch_size > num_train:
+        warnings.append(f"config.batch_size={config.batch_size} exceeds the {num_train} training "
+                        f"examples: every step repeats examples (an epoch is 1 step)")
+    warmup = optim.resolve_steps(config, "warmup", steps_per_epoch) or 0
+    if warmup > total_steps:
+        warnings.append(f"the warm-up ({warmup} steps) is longer than the run ({total_steps} "
+                        f"steps): the learning rate rises for the whole run, reaching "
+                        f"config.learning_rate={config.learning_rate} only at the last step, "
+                        f"and never decays")
+    return warnings
 
 
 def resolve_class_weights(config: ml_collections.ConfigDict, dataset: sources.Dataset
@@ -231,6 +261,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("dataset %s: %d train / %d eval examples, %d classes; %d steps of %d "
                  "(%d steps per epoch)", config.dataset, len(dataset.train), len(dataset.eval),
                  dataset.num_classes, total_steps, config.batch_size, steps_per_epoch)
+    for warning in check_run_shape(config, len(dataset.train), dataset.num_classes, total_steps,
+                                   steps_per_epoch):
+        logging.warning("%s", warning)
     skipped = {name: None for name in dataset.skipped}  # ordered set of unreadable files
 
     def note_unreadable(batch: dict, source) -> None:
@@ -256,12 +289,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  "(%s)", config.model, f"{num_params:,}", jax.device_count(),
                  sharding.bytes_per_device(abstract_state, state_sharding) / 2**20,
                  config.sharding)
+    for line in optim.describe_freezing(config, abstract_state.params, steps_per_epoch):
+        logging.info("%s", line)
 
     train_iter = loader.train_iterator(dataset.train, config.batch_size // jax.process_count(),
                                        config.seed, config.num_workers, config.num_threads,
                                        random_crop=augment.from_config(config).host_crop,
                                        class_balanced=config.class_balanced_sampler)
-    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, best_metric(config),
+                                   monitor.higher_is_better(best_metric(config)))
     start_step = ckpt.latest_step() or 0
     if start_step:
         state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
@@ -300,7 +336,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---- loop --------------------------------------------------------------------------------
     writer = writers.MetricWriter(workdir, start_step)
     evals = eval_rows(os.path.join(workdir, "metrics.jsonl"))
-    best_accuracy, best_step = best_eval(evals)
+    best_value, best_step = best_eval(evals, best_metric(config))
+    threshold_fits = {}  # multilabel: step -> thresholds.save's inputs, for the best and last
     lr_scale = optim.plateau_scale(state.opt_state)  # schedule='plateau' cuts so far, else 1
     early_stop = _early_stop_reason(config, evals)  # a run that stopped early stays stopped
     if early_stop:
@@ -335,6 +372,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            values["learning_rate"], values["img_per_s"],
                                            (total_steps - step) * ms / 1e3))
 
+    def threshold_inputs(state, collected) -> tuple:
+        """thresholds.save's (fit, evaluated, fitted_on) for this eval: fitted on the val
+        hold-out when there is one (then the eval F1 at them is out of sample), else on the
+        eval split itself."""
+        fit = evaluate(state, dataset.val).mAP if dataset.val is not None else collected.mAP
+        return (fit.arrays(), collected.mAP.arrays(),
+                "val" if dataset.val is not None else "eval")
+
     def save(step: int, eval_metrics: dict | None = None) -> None:
         nonlocal t_interval
         ckpt.save(step, state, train_iter, eval_metrics)
@@ -361,9 +406,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.write(done, "eval", last_eval)
                 logging.info("eval at step %d: %s", done,
                              " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-                if last_eval["accuracy"] > best_accuracy:
-                    best_accuracy, best_step = last_eval["accuracy"], done
                 evals.append({"step": done, **last_eval})
+                best_value, best_step = best_eval(evals, best_metric(config))
+                if config.task == "multilabel":
+                    threshold_fits = {k: v for k, v in threshold_fits.items() if k == best_step}
+                    threshold_fits[done] = threshold_inputs(state, collected)
                 scale = _plateau_scale(config, evals) if config.schedule == "plateau" else 1.0
                 if not np.isclose(scale, lr_scale, rtol=1e-6):  # (lr_scale was read as float32)
                     lr_scale = scale
@@ -392,16 +439,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.wait()
     ckpt.close()
     writer.close()
-    final_step = int(state.step)
-    if config.task == "multilabel" and collected is not None and evals[-1]["step"] == final_step:
-        # Thresholds from the val hold-out when there is one (then the eval F1 at them is out
-        # of sample), else from the eval split itself.
-        fit_on = "val" if dataset.val is not None else "eval"
-        fit = evaluate(state, dataset.val).mAP if dataset.val is not None else collected.mAP
-        if jax.process_index() == 0 and os.path.isdir(ckpt.path(final_step)):
-            path = thresholds.save(ckpt.path(final_step), fit.arrays(), collected.mAP.arrays(),
-                                   dataset.class_names, fit_on)
+    for step_done, (fit, evaluated, fit_on) in sorted(threshold_fits.items()):
+        # Into the best and the last checkpoint, whichever evaluate/predict load.
+        if jax.process_index() == 0 and os.path.isdir(ckpt.path(step_done)):
+            path = thresholds.save(ckpt.path(step_done), fit, evaluated, dataset.class_names,
+                                   fit_on)
             logging.info("per-label thresholds (max F1 on the %s split) in %s", fit_on, path)
+    if (config.task == "multilabel" and best_step and best_step not in threshold_fits
+            and not os.path.exists(os.path.join(ckpt.path(best_step), thresholds.FILENAME))):
+        logging.warning("no thresholds for the best checkpoint (step %d, evaluated before this "
+                        "run resumed): only checkpoints evaluated in this run get them",
+                        best_step)
     summary = {
         "steps": int(state.step),
         "total_steps": total_steps,
@@ -409,7 +457,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "stop_reason": early_stop,
         "final_eval": last_eval,
         "final_eval_ema": last_eval_ema,
-        "best_accuracy": best_accuracy if best_step else None,
+        "best_metric": best_metric(config),
+        "best_value": best_value,
+        "best_accuracy": next((r["accuracy"] for r in evals if r["step"] == best_step), None),
         "best_step": best_step,
         "best_checkpoint": ckpt.path(best_step) if best_step else None,
         "skipped_files": len(skipped),
@@ -419,7 +469,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    logging.info("summary: best eval accuracy %s at step %s (%s); %d unreadable file(s) "
-                 "skipped; %.0f s wall", summary["best_accuracy"], best_step,
+    logging.info("summary: best eval %s %s at step %s (%s); %d unreadable file(s) "
+                 "skipped; %.0f s wall", best_metric(config), best_value, best_step,
                  summary["best_checkpoint"], len(skipped), summary["wall_s"])
     return summary

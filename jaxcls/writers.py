@@ -74,3 +74,10 @@ class _QuietLibraries(logging.Filter):
 def quiet_libraries() -> None:
     """Installs the filter above on absl's log handler (the command-line entry points call it)."""
     absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def quiet_other_processes() -> None:
+    """In a multi-process run, only process 0 logs INFO lines; the others log warnings and
+    errors (called once at start, after jax.distributed is initialised)."""
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        absl_logging.set_verbosity(absl_logging.WARNING)

@@ -42,3 +42,14 @@ def test_peak_table_knows_accelerators():
     assert benchmark.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert benchmark.peak_flops("TPU v5 lite") == 197e12
     assert benchmark.peak_flops("cpu") is None
+
+
+def test_input_benchmark_writes_its_jpegs_to_a_cache_folder(monkeypatch, tmp_path):
+    from jaxcls.data import input_benchmark
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert input_benchmark.default_big_dir() == str(tmp_path / "jaxcls" / "big_jpegs")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert input_benchmark.default_big_dir() == str(tmp_path / "home" / ".cache" / "jaxcls" /
+                                                    "big_jpegs")

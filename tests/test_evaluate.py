@@ -97,6 +97,13 @@ def test_temperature_fitted_on_val_is_stored_and_orbax_still_resumes(run, tmp_pa
     assert checkpoint.load_state(os.path.join(copy, "checkpoints", "22"))["step"] == 22
 
 
+def test_loading_a_checkpoint_logs_no_orbax_metadata_warning(run, caplog):
+    with caplog.at_level("WARNING", logger="absl"):
+        state = checkpoint.load_state(os.path.join(run[0], "checkpoints", "20"))
+    assert state["step"] == 20
+    assert not [r for r in caplog.records if "Metadata file" in r.getMessage()]
+
+
 def test_checkpoint_choice(run):
     workdir, _, summary, _ = run
     ckpts = os.path.join(workdir, "checkpoints")
@@ -128,8 +135,24 @@ def test_tta_views():
                                                           crop_frac=0.875))  # of the mirror
     with pytest.raises(ValueError, match="rotate"):
         tta.parse("flip|rotate")
-    with pytest.raises(ValueError, match="crop_frac"):
-        tta.parse("crops5", crop_frac=1.0)
+    # Without a crop to undo (crop_frac 1.0, the CIFAR recipes) crops5 enlarges by 1.125.
+    assert tta.parse("flip|crops5", crop_frac=1.0) == [("flip", 1.0), ("crops5", 1.125)]
+    assert tta.parse("crops5", crop_frac=0.8) == [("crops5", 1.25)]
+    with pytest.raises(ValueError, match=r"'crops5\(0.9\)': crops need an upscale R > 1"):
+        tta.parse("crops5(0.9)")
+
+
+def test_each_tta_setting_has_its_own_folder(run):
+    workdir = run[0]
+    assert evaluate.output_dir([workdir], "test", "") == os.path.join(workdir, "eval", "test")
+    assert evaluate.output_dir([workdir, "b"], "val", "flip | crops5(1.15)") == os.path.join(
+        workdir, "eval", "val_tta_flip+crops5-1.15_ensemble")
+    # The README's example on a run with crop_frac 1.0, beside a plain flip: two folders.
+    for spec in ("flip|crops5", "flip"):
+        evaluate.evaluate([workdir], tta_spec=spec, pictures=False)
+    for name, views in (("test_tta_flip+crops5", "flip|crops5"), ("test_tta_flip", "flip")):
+        with open(os.path.join(workdir, "eval", name, "metrics.json")) as f:
+            assert json.load(f)["tta"] == views
 
 
 def test_tta_averages_the_views_probabilities(run):
@@ -156,6 +179,25 @@ def test_ensemble_averages_probabilities_and_needs_the_same_classes(run, tmp_pat
     with open(os.path.join(other, "class_names.json"), "w") as f:
         json.dump([f"digit {i}" for i in range(10)], f)
     with pytest.raises(ValueError, match="same classes"):
+        evaluate.evaluate([workdir, other])
+
+
+def test_ensemble_of_different_test_sets_fails_before_predicting(run, tmp_path, monkeypatch):
+    workdir = run[0]
+    other = str(tmp_path / "other")
+    shutil.copytree(workdir, other, ignore=shutil.ignore_patterns("eval"))
+    with open(os.path.join(other, "config.json")) as f:
+        config = json.load(f)
+    config["holdout_fraction"] = 0.3  # another digits test split
+    with open(os.path.join(other, "config.json"), "w") as f:
+        json.dump(config, f)
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before checking the ensemble's examples")
+
+    monkeypatch.setattr(evaluate, "predict_source", no_prediction)
+    with pytest.raises(ValueError, match=r"do not have the same test examples \(\d+ and \d+ "
+                                         r"examples\): an ensemble must evaluate one dataset"):
         evaluate.evaluate([workdir, other])
 
 

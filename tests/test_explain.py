@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from jaxcls import evaluate, explain, models, train
+from jaxcls import calibration, evaluate, explain, models, predict, train
 from jaxcls.data import augment
 
 SIZE = 16
@@ -131,10 +131,41 @@ def test_command_writes_the_maps_it_computes(trained, tmp_path):
         saved = np.load(r["npy"])
         if r["class"] == run.class_names[trained["labels"][i]]:
             np.testing.assert_allclose(saved, reference[i], rtol=1e-4, atol=1e-6)
-        png = np.asarray(Image.open(r["png"]))
-        assert png.shape == (32, 32, 3)
-        np.testing.assert_array_equal(png, explain.overlay(np.asarray(Image.open(paths[i])),
-                                                           saved, size=32))
+        # The PNG: a title band, then the image and the overlay side by side, pixel for pixel,
+        # and a colour bar.
+        png, pad = np.asarray(Image.open(r["png"])), explain.PANEL_PAD
+        height = explain.PANEL_TITLE + 32 + pad
+        assert png.shape == (height, 4 * pad + 64 + explain.PANEL_BAR + explain.PANEL_TICKS, 3)
+        image = np.asarray(Image.open(paths[i]).resize((32, 32), Image.BICUBIC))
+        np.testing.assert_array_equal(png[height - pad - 32:height - pad, pad:pad + 32], image)
+        np.testing.assert_array_equal(png[height - pad - 32:height - pad, 2 * pad + 32:
+                                          2 * pad + 64],
+                                      explain.overlay(np.asarray(Image.open(paths[i])), saved,
+                                                      size=32))
+    assert explain.panel_title(records[0], "gradcam") == (
+        f"{records[0]['class']} {records[0]['class_probability']:.3f} (gradcam)")
+    other = {**records[0], "class": "x", "class_probability": 0.1}
+    assert explain.panel_title(other, "gradcam") == (
+        f"map of x 0.100 (gradcam); predicted {records[0]['predicted']} "
+        f"{records[0]['probability']:.3f}")
+
+
+def test_explain_prints_the_probability_predict_prints(trained, tmp_path):
+    """One convention: both apply the temperature evaluate stored for the checkpoint."""
+    run, paths = trained["run"], trained["paths"][:3]
+    calibration.save(run.step_dir, "", {"temperature": 2.5})
+    try:
+        records = explain.explain_files(run, paths, "gradcam", str(tmp_path), png_size=32)
+        predicted = list(predict.predict([run.workdir], paths, top_k=1, which="last",
+                                         progress=False))
+    finally:
+        os.remove(os.path.join(run.step_dir, calibration.FILENAME))
+    for r, p in zip(records, predicted, strict=True):
+        assert r["temperature"] == 2.5 and p["top_k"][0][0] == r["predicted"]
+        assert r["probability"] == pytest.approx(p["top_k"][0][1], abs=1e-5)
+    # and T = 2.5 was applied: softmax(logits / 2.5) differs from the uncalibrated answer
+    plain = explain.explain_files(run, paths[:1], "gradcam", str(tmp_path), png_size=32)[0]
+    assert plain["temperature"] == 1.0 and plain["probability"] > records[0]["probability"]
 
 
 def test_default_layer_and_errors_naming_the_bad_layer_or_method(trained, tmp_path):

@@ -30,6 +30,34 @@ def test_published_parameters_and_gmacs_at_224(name, count, gmacs):
     c = models_main.count(name, 224)
     assert c["params"] == count
     assert abs(c["gmacs"] - gmacs) / gmacs < 0.03, c
+    # `python -m jaxcls.models` prints these recorded figures rather than tracing again.
+    assert models_main.FIGURES[name] == (count, round(c["gmacs"], 4), 224,
+                                         models_main.fingerprint(name))
+
+
+@pytest.mark.slow
+def test_every_recorded_figure_matches_a_fresh_count():
+    for name in models.MODELS:
+        c = models_main.count(name)
+        assert models_main.FIGURES[name] == (c["params"], round(c["gmacs"], 4), c["image_size"],
+                                             models_main.fingerprint(name)), name
+
+
+def test_model_table_filters_by_name_and_traces_stale_figures(monkeypatch):
+    assert models_main.select(["vit_s"]) == ["vit_s16", "vit_s32", "vit_s4", "vit_s8"]
+    assert models_main.select(["NEXT_T", "resnet1"]) == ["resnet18", "resnet101", "resnet152",
+                                                         "convnext_tiny"]
+    assert models_main.select(["vit"], ["resnet18", "vit_ti4"]) == ["vit_ti4"]
+    with pytest.raises(ValueError, match=r"no registered model name contains \['zzz'\]"):
+        models_main.select(["zzz"])
+    with pytest.raises(ValueError, match="config.model='vit_x' is unknown"):
+        models_main.select([], ["vit_x"])
+    assert models_main.figures("vit_ti4")["cached"]
+    recorded = models_main.FIGURES["vit_ti4"]
+    monkeypatch.setitem(models_main.FIGURES, "vit_ti4", (*recorded[:3], "stale"))
+    traced = models_main.figures("vit_ti4")
+    assert not traced["cached"]
+    assert (traced["params"], round(traced["gmacs"], 4), traced["image_size"]) == recorded[:3]
 
 
 def test_every_registered_model_builds_abstractly():

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcls import checkpoint, losses, models, optim, steps, train
+from jaxcls import checkpoint, losses, metrics, models, optim, steps, train
 from tests.conftest import ROOT, tiny_config
 
 
@@ -194,3 +194,61 @@ def test_cli_rejects_bad_overrides_before_work(override, name, workdir):
     assert proc.returncode != 0
     assert name in proc.stderr
     assert not os.path.exists(workdir)
+
+
+def test_run_shape_warnings_and_top5_needs_six_classes():
+    c = tiny_config(batch_size=64, warmup_steps=50)
+    warnings = train.check_run_shape(c, num_train=40, num_classes=10, total_steps=20,
+                                     steps_per_epoch=1)
+    assert warnings == [
+        "config.batch_size=64 exceeds the 40 training examples: every step repeats examples "
+        "(an epoch is 1 step)",
+        "the warm-up (50 steps) is longer than the run (20 steps): the learning rate rises for "
+        "the whole run, reaching config.learning_rate=0.01 only at the last step, and never "
+        "decays"]
+    assert train.check_run_shape(tiny_config(), 1000, 10, 20, 31) == []
+    with pytest.raises(ValueError, match=r"config.early_stopping_metric='top5': with 5 classes"):
+        train.check_run_shape(tiny_config(early_stopping_metric="top5", eval_every_steps=5),
+                              1000, 5, 20, 31)
+    # Fewer than 6 classes: no top5 in train or eval metrics, nor in offline ones.
+    logits, labels = jnp.eye(5)[:4] * 3.0, jnp.array([0, 1, 3, 2])
+    m = metrics.with_grad_norm(metrics.gather(jnp.ones(4), logits, labels, jnp.ones(4)),
+                               jnp.float32(1.0))
+    assert set(metrics.to_host(m)) == {"loss", "accuracy", "grad_norm"}
+    six = metrics.gather(jnp.ones(4), jnp.eye(6)[:4], labels, jnp.ones(4))
+    assert set(metrics.to_host(six)) == {"loss", "accuracy", "top5"}
+    probs = np.full((4, 5), 0.2)
+    assert "top5" not in metrics.offline(np.array([0, 1, 3, 2]), probs, list("abcde"))
+
+
+def test_only_process_zero_logs_info(monkeypatch):
+    from absl import logging as absl_logging
+
+    from jaxcls import writers
+
+    before = absl_logging.get_verbosity()
+    try:
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+        monkeypatch.setattr(jax, "process_index", lambda: 0)
+        writers.quiet_other_processes()
+        assert absl_logging.get_verbosity() == before
+        monkeypatch.setattr(jax, "process_index", lambda: 1)
+        writers.quiet_other_processes()
+        assert absl_logging.get_verbosity() == absl_logging.WARNING
+    finally:
+        absl_logging.set_verbosity(before)
+
+
+def test_a_fast_decode_logs_one_line(tmp_path, caplog):
+    from PIL import Image
+
+    from jaxcls.data import sources
+
+    paths = []
+    for i in range(30):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(paths[-1])
+    with caplog.at_level("INFO", logger="absl"):
+        cached, bad = sources.cache_in_memory(sources.FileSource(paths, [0] * 30, 8, 1.0), 1)
+    decode_lines = [r.getMessage() for r in caplog.records if "decod" in r.getMessage()]
+    assert decode_lines == ["decoded 30 images into memory"] and not bad and len(cached) == 30

@@ -81,6 +81,27 @@ def test_frozen_parameters_get_no_optimizer_state_and_no_update():
     assert mask["head"]["kernel"] is False and mask["block0"]["mlp"]["fc1"]["kernel"] is True
 
 
+def test_freezing_and_unfreezing_are_described_by_group():
+    params = _params("vit_ti4", 8, width=8, depth=2, num_heads=2, mlp_dim=16)
+    sizes = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in params.items()}
+    total, head = sum(sizes.values()), sizes["head"]
+    assert optim.describe_freezing(tiny_config(), params, 10) == []
+    probe = optim.describe_freezing(tiny_config(freeze=(r"(?!head/).*",)), params, 10)
+    arrays = len(jax.tree.leaves(params))
+    assert probe == [
+        f"frozen for the whole run (config.freeze / zero lr multiplier): {arrays - 2} parameter "
+        f"arrays ({total - head:,} of {total:,} parameters) in block0, block1, cls, "
+        f"encoder_norm, patch_embed, pos_embedding",
+        f"trained from the start: 2 parameter arrays ({head:,} of {total:,} parameters) in head"]
+    staged = optim.describe_freezing(
+        tiny_config(unfreeze_epochs=((r"block1/.*", 2), (r"(?!head/).*", 3))), params, 10)
+    assert staged[0].startswith("trained from the start: 2 parameter arrays")
+    assert staged[1].startswith(f"frozen until step 20 (epoch 2, config.unfreeze_epochs), then "
+                                f"trained: {len(jax.tree.leaves(params['block1']))} parameter "
+                                f"arrays ({sizes['block1']:,} of")
+    assert staged[2].startswith("frozen until step 30 (epoch 3, config.unfreeze_epochs)")
+
+
 def test_weight_decay_multiplier_zero_turns_decay_off():
     params = jax.tree.map(lambda x: x + 1.0, _vit_params())
     c = tiny_config(optimizer="adamw", learning_rate=1.0, weight_decay=0.1,

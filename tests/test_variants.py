@@ -12,7 +12,7 @@ import torch
 from sklearn import metrics as skm
 from sklearn.utils.class_weight import compute_class_weight
 
-from jaxcls import losses, metrics, monitor, optim, thresholds, train
+from jaxcls import evaluate, losses, metrics, monitor, optim, thresholds, train
 from jaxcls.data import loader, sources
 from tests.conftest import tiny_config
 
@@ -171,9 +171,10 @@ def test_multilabel_folder_training_learns(tmp_path):
     _digits_multilabel_folder(tmp_path / "data")
     config = tiny_config(task="multilabel", dataset=f"folder:{tmp_path / 'data'}",
                          num_steps=120, log_every_steps=40, val_fraction=0.2,
-                         class_weights="balanced")
+                         class_weights="balanced", eval_every_steps=40, keep_checkpoints=1,
+                         early_stopping_metric="mAP", early_stopping_patience=10)
     workdir = str(tmp_path / "run")
-    train.run(config, workdir)
+    summary = train.run(config, workdir)
     evals = [r for line in open(os.path.join(workdir, "metrics.jsonl"))
              if (r := json.loads(line))["split"] == "eval"]
     assert {"loss", "accuracy", "exact_match", "mAP"} <= set(evals[-1])
@@ -191,6 +192,27 @@ def test_multilabel_folder_training_learns(tmp_path):
     assert saved["class_names"] == ["big", "odd"] and saved["fitted_on"] == "val"
     assert saved["fit_examples"] == 300 and saved["eval"]["examples"] == 297
     assert not saved["eval"]["in_sample"] and min(saved["eval"]["f1_at_thresholds"]) > 0.75
+    # `best` follows the monitored metric (mAP), survives keep_checkpoints=1 and has its own
+    # thresholds, so evaluate/predict's default checkpoint carries them.
+    best = max(evals, key=lambda r: (r["mAP"], -r["step"]))
+    assert (summary["best_metric"], summary["best_value"], summary["best_step"]) == (
+        "mAP", best["mAP"], best["step"])
+    assert summary["best_accuracy"] == best["accuracy"]
+    step_dir = evaluate.resolve_checkpoint(workdir, "best")
+    assert step_dir == os.path.join(workdir, "checkpoints", str(best["step"]))
+    with open(os.path.join(step_dir, thresholds.FILENAME)) as f:
+        assert json.load(f)["class_names"] == ["big", "odd"]
+
+
+def test_best_eval_follows_the_monitored_metric():
+    rows = [{"step": 1, "accuracy": 0.9, "loss": 0.5, "mAP": 0.7},
+            {"step": 2, "accuracy": 0.8, "loss": 0.3, "mAP": 0.9},
+            {"step": 3, "accuracy": 0.9, "loss": 0.3, "mAP": 0.9}]
+    assert train.best_eval(rows) == (0.9, 1)  # ties: the earliest
+    assert train.best_eval(rows, "mAP") == (0.9, 2)
+    assert train.best_eval(rows, "loss") == (0.3, 2)  # loss: the lowest
+    assert train.best_metric(tiny_config(early_stopping_metric="loss")) == "loss"
+    assert train.best_metric(tiny_config()) == "accuracy"
 
 
 def _iterator(source, seed, balanced=True):

@@ -22,6 +22,13 @@ from jaxcls.data import images, loader, sources
 INCEPTION = ((0.08, 1.0), (3 / 4, 4 / 3))
 
 
+def default_big_dir() -> str:
+    """Where --input_only keeps its generated JPEGs unless told (--input_big): a cache folder,
+    $XDG_CACHE_HOME/jaxcls/big_jpegs or ~/.cache/jaxcls/big_jpegs, not the current folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "jaxcls", "big_jpegs")
+
+
 def make_big_jpegs(cifar_dir: str, out_dir: str, count: int = 2000,
                    size: tuple[int, int] = (500, 375), seed: int = 0) -> list[str]:
     """Writes `count` JPEGs of `size` to out_dir/<class>/ (kept if already there): CIFAR

@@ -10,6 +10,7 @@ costs one masked slot in a batch, not the run.
 
 import dataclasses
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -231,12 +232,15 @@ def folder(path: str, size: int, crop_frac: float, holdout_fraction: float, seed
                    FileSource(eval_paths, eval_labels, size, crop_frac), class_names, val=val)
 
 
+PROGRESS_EVERY_S = 10.0  # decode (and evaluate) progress lines at most this often
+
+
 def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, list[str]]:
     """Decodes every file once into an ArraySource; returns it and the unreadable paths."""
     n = len(source)
     out = np.empty((n, source.size, source.size, 3), np.uint8)
     ok = np.ones(n, bool)
-    every = max(n // 10, 1)
+    last = time.monotonic()
 
     def decode(i: int) -> None:
         ex = source[i]
@@ -244,8 +248,10 @@ def cache_in_memory(source: FileSource, threads: int = 8) -> tuple[ArraySource, 
 
     with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
         for k, _ in enumerate(pool.map(decode, range(n)), 1):
-            if k % every == 0 or k == n:
+            if time.monotonic() - last >= PROGRESS_EVERY_S and k < n:  # long decodes only
                 logging.info("decoding %d images into memory: %d/%d", n, k, n)
+                last = time.monotonic()
+    logging.info("decoded %d images into memory", n)
     bad = [source.paths[i] for i in np.flatnonzero(~ok)]
     keep = np.flatnonzero(ok)
     return ArraySource(out[keep], source.labels[keep], [source.paths[i] for i in keep]), bad

@@ -2,8 +2,10 @@
 
 A spec is ops joined by '|'; the views are every combination of the ops' variants:
 - `flip`: the image and its horizontal mirror (2 variants);
-- `crops5` or `crops5(R)`: the image resized up by R (default 1 / the run's crop_frac), then its
-  centre and four corner crops of the original size (5 variants).
+- `crops5` or `crops5(R)`: the image resized up by R, then its centre and four corner crops of
+  the original size (5 variants). The default R is 1 / the run's crop_frac; a run that does not
+  crop (crop_frac 1.0, as the CIFAR recipes) gets FULL_FRAME_UPSCALE (32 px -> 36 px: the crops
+  shift by up to 4 px, the usual CIFAR padding). Write `crops5(R)` for another factor.
 "flip|crops5" gives 10 views: each crop and its mirror. Callers average softmax probabilities
 over the views.
 """
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 _CROPS = re.compile(r"crops5(?:\(([0-9.]+)\))?")
+FULL_FRAME_UPSCALE = 1.125  # crops5's default R when crop_frac is 1.0 (nothing to undo)
 
 
 def parse(spec: str, crop_frac: float = 1.0) -> list[tuple[str, float]]:
@@ -24,14 +27,23 @@ def parse(spec: str, crop_frac: float = 1.0) -> list[tuple[str, float]]:
         if op == "flip":
             ops.append(("flip", 1.0))
         elif crops:
-            scale = float(crops.group(1)) if crops.group(1) else 1.0 / crop_frac
+            if crops.group(1):
+                scale = float(crops.group(1))
+            else:
+                scale = 1.0 / crop_frac if crop_frac < 1.0 else FULL_FRAME_UPSCALE
             if scale <= 1.0:
-                raise ValueError(f"TTA op {op!r}: crops need an upscale > 1 (the run's crop_frac "
-                                 f"is {crop_frac}); write it out, e.g. crops5(1.15)")
+                raise ValueError(f"TTA op {op!r}: crops need an upscale R > 1, e.g. crops5(1.15)")
             ops.append(("crops5", scale))
         else:
             raise ValueError(f"unknown TTA op {op!r} in {spec!r}; ops: flip, crops5, crops5(R)")
     return ops
+
+
+def folder_name(spec: str) -> str:
+    """`spec` as a folder-name suffix: "flip|crops5(1.15)" -> "flip+crops5-1.15" ("" for none),
+    so outputs of different TTA settings do not overwrite each other."""
+    ops = [s.strip() for s in spec.split("|") if s.strip()]
+    return "+".join(re.sub(r"\((.*)\)", r"-\1", op).replace(" ", "") for op in ops)
 
 
 def _five_crops(images: jax.Array, scale: float) -> jax.Array:
