@@ -154,6 +154,16 @@ _CONVNEXT_TORCHVISION_RAW: list[Rule] = [
     (_TV_CN_BLOCK + "layer_scale",
      lambda m: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/layer_scale")]
 
+# ---- EfficientNet / MobileNet -------------------------------------------------------------------
+# jaxcls keeps timm's module names inside blocks; lukemelas and torchvision keys are first
+# renamed to timm's (weights/mbconv_keys.py), then these rules apply.
+_MBCONV_TIMM: list[Rule] = [
+    (r"conv_stem", "stem_conv"), (r"bn1", "stem_bn"),
+    (r"blocks\.(\d+)\.(\d+)\.(.+)",
+     lambda m: f"stage{_plus1(m, 1)}_block{_plus1(m, 2)}/{m[3].replace('.', '/')}"),
+    (r"conv_head", "head_conv"), (r"bn2", "head_bn"), (r"classifier", "head"),
+]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -166,6 +176,8 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "hf"): (_CONVNEXT_HF, _CONVNEXT_HF_RAW),
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
+    **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
+       for layout in ("timm", "torchvision", "lukemelas")},
 }
 # Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
 IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*")
