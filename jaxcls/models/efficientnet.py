@@ -264,3 +264,16 @@ MODELS = {f"{prefix}efficientnet_{v}": partial(efficientnet, v, prefix == "tf_")
           for prefix in ("", "tf_") for v in (*B_VARIANTS, *LITE_VARIANTS)}
 IMAGE_SIZE = {f"{prefix}efficientnet_{v}": spec[2] for prefix in ("", "tf_")
               for v, spec in {**B_VARIANTS, **LITE_VARIANTS}.items()}
+
+
+def checkpoint_conventions(model: str, layout: str) -> tuple[dict, dict]:
+    """(model fields, preprocessing) that `layout` weights for `model` imply: lukemelas'
+    weights come from TensorFlow (SAME padding, BN eps 1e-3); TF's Lite weights take inputs
+    in [-1, 1]; timm evaluates at the native resolution with its crop and bicubic resizing."""
+    size = IMAGE_SIZE.get(model, 224)
+    pre = {"crop_frac": CROP_FRAC.get(size, 0.875), "interpolation": "bicubic",
+           "image_size": size}
+    kwargs = dict(TF) if layout == "lukemelas" else {}
+    if "lite" in model and (layout == "lukemelas" or model.startswith("tf_")):
+        pre.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return kwargs, pre
