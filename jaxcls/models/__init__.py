@@ -10,13 +10,13 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxcls.models import convnext, efficientnet, resnet, vit
+from jaxcls.models import convnext, efficientnet, mobilenet, resnet, vit
 
 # Family name -> its module. Each module exports MODELS (name -> constructor taking
 # num_classes and field overrides) and, where some differ from 224, IMAGE_SIZE (name -> the
 # resolution the model is usually trained at). A new family is a module and one line here.
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
-FAMILIES["efficientnet"] = efficientnet
+FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

@@ -53,10 +53,11 @@ ACTIVATIONS = {"silu": nn.silu, "relu": nn.relu, "relu6": nn.relu6,
 GATES = {"sigmoid": nn.sigmoid, "hard_sigmoid": nn.hard_sigmoid}
 
 # timm's init: convs normal(0, sqrt(2 / fan_out)) with fan_out = k*k*out/groups (for a
-# depthwise kernel [k, k, 1, C] that is flax's fan_in), the classifier uniform(+-1/sqrt(out)).
+# depthwise kernel [k, k, 1, C] that is flax's fan_in). The classifier keeps jaxcls' LeCun
+# normal rather than timm's uniform(+-1/sqrt(classes)), whose logits on 1280 features start
+# with a spread of several units when there are few classes (a new head for transfer).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 depthwise_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-head_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 class Settings(NamedTuple):
@@ -197,8 +198,7 @@ class EfficientNet(nn.Module):
         else:
             x = jnp.mean(x, axis=(1, 2), keepdims=True)
             x = ops.act(ops.conv(self.head_channels, bias=True, name="head_conv")(x))[:, 0, 0]
-        return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype,
-                          kernel_init=head_init)
+        return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype)
 
 
 def decode(arch: Sequence[Sequence[str]], width: float = 1.0, depth: float = 1.0,
