@@ -10,7 +10,11 @@ and BN eps 1e-3, which jaxcls.weights reads from the checkpoint); inputs in [-1,
 trained. CIFAR's 32 px images are resized to 96 px, uncropped. BatchNorm runs in train mode
 (batch statistics, running averages updated) while its scale and bias stay frozen.
 
-Measured: MEASURED_PROBE
+Measured (2026-12-03, 2 CPU cores shared with other jobs; the command above): 150 steps of 64
+(9,600 images) in 360 s wall including decoding the 60,000 images and the 10,000-image test,
+train loss 2.40 (step 10) -> 1.65 (step 150), 53.4% test top-1 (90.5% top-5) on the full
+CIFAR-10 test set. A probe this short undershoots what these features give: more steps or
+224 px would raise it (not measured).
 """
 
 import importlib.util
