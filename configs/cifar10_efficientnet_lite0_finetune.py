@@ -8,7 +8,10 @@ and preprocessing of configs/cifar10_efficientnet_lite0_probe.py.
 BatchNorm's running averages use momentum 0.9 rather than the checkpoint's TensorFlow 0.99, so
 that they follow the new data within a short run.
 
-Measured: MEASURED_FINETUNE
+Measured (2026-12-03, 2 CPU cores shared with other jobs, which slowed it: 5-10 img/s; the
+command above): 150 steps of 64 (9,600 images) in 1,929 s wall, train loss 2.40 (step 10) ->
+1.27 (step 150), 69.1% test top-1 (97.3% top-5) on the full CIFAR-10 test set, against 53.4%
+for the frozen-backbone probe of the same length.
 """
 
 import os
