@@ -157,13 +157,11 @@ def _torch_counts(torch, model, size: int) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), macs[0]
 
 
-# Each width/depth rounding and resolution path once (tf_ variants share these structures).
-COUNTED = ["efficientnet_b0", "efficientnet_b4", "efficientnet_lite0", "efficientnet_lite4",
-           "mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_100"]
+COUNTED = [n for n in models.MODELS if models.family(n) in ("efficientnet", "mobilenet")]
 
 
 @pytest.mark.slow
-def test_params_and_macs_equal_timm(refs):
+def test_params_and_macs_equal_timm_for_every_variant(refs):
     """`python -m jaxcls.models`'s figures (1000 classes, default resolution) are timm's."""
     torch, _, timm = refs
     for name in COUNTED:
