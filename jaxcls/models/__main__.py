@@ -52,10 +52,13 @@ def count(name: str, image_size: int | None = None, num_classes: int = 1000) -> 
 
 def main(argv):
     del argv
-    print(f"{'model':<16}{'params':>14}{'GMACs':>9}  size")
-    for name in flags.FLAGS.names or models.MODELS:
+    names = flags.FLAGS.names or list(models.MODELS)
+    width = max(len(n) for n in names) + 2
+    print(f"{'model':<{width}}{'params':>14}{'GMACs':>9}  size")
+    for name in names:
         c = count(name)
-        print(f"{name:<16}{c['params']:>14,}{c['gmacs']:>9.2f}  {c['image_size']}", flush=True)
+        print(f"{name:<{width}}{c['params']:>14,}{c['gmacs']:>9.2f}  {c['image_size']}",
+              flush=True)
 
 
 if __name__ == "__main__":
