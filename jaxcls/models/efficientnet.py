@@ -80,14 +80,14 @@ class _Ops(NamedTuple):
 def _ops(model: Settings, train: bool, act: str) -> _Ops:
     """Conv, BatchNorm and activation with the model's padding, BN and dtype settings."""
 
-    def conv(features, kernel=1, stride=1, groups=1, bias=False, name=None):
+    def conv(features, kernel=1, stride=1, groups=1, name=None):
         if model.padding == "same":
             pad = "SAME"
         else:  # timm's symmetric padding ((s - 1) + (k - 1)) // 2 per side
             p = ((stride - 1) + (kernel - 1)) // 2
             pad = ((p, p), (p, p))
         return nn.Conv(features, (kernel, kernel), stride, padding=pad,
-                       feature_group_count=groups, use_bias=bias, dtype=model.dtype,
+                       feature_group_count=groups, use_bias=False, dtype=model.dtype,
                        kernel_init=depthwise_init if groups > 1 else conv_init,
                        conv_general_dilated=conv_general_dilated, name=name)
 
@@ -153,7 +153,7 @@ class EfficientNet(nn.Module):
     """Images NHWC float -> logits [N, num_classes], for EfficientNet/-Lite and MobileNetV2/V3.
 
     head_style "conv_bn": 1x1 conv + BN + act, then global average pool (EfficientNet, V2);
-    "pool_conv": pool, then a 1x1 conv with bias + act (MobileNetV3's conv_head)."""
+    "pool_conv": pool, then a 1x1 conv with bias + act (MobileNetV3's conv_head, here a Dense)."""
 
     stages: Sequence[Sequence[Block]]
     stem_channels: int = 32
@@ -195,9 +195,11 @@ class EfficientNet(nn.Module):
             x = ops.act(ops.norm(name="head_bn")(ops.conv(self.head_channels,
                                                           name="head_conv")(x)))
             x = jnp.mean(x, axis=(1, 2))
-        else:
-            x = jnp.mean(x, axis=(1, 2), keepdims=True)
-            x = ops.act(ops.conv(self.head_channels, bias=True, name="head_conv")(x))[:, 0, 0]
+        else:  # timm's 1x1 conv on the pooled map, as a Dense (no 1x1 "feature map" for
+            # Grad-CAM to pick as the last spatial layer); its kernel reshapes to the conv's
+            x = jnp.mean(x, axis=(1, 2))
+            x = ops.act(nn.Dense(self.head_channels, kernel_init=conv_init, dtype=self.dtype,
+                                 name="head_conv")(x))
         return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype)
 
 
