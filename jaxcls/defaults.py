@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Regexes below are matched against whole parameter paths such as 'block3/attn/query/kernel',
     # 'stage4_block2/Conv_0/kernel' or 'head/kernel'; in lists of pairs the first match wins.
     c.init_from = ""  # start from: HF folder, .safetensors, .pth, .npz, or a jaxcls checkpoint
-    c.init_layout = "auto"  # auto | hf | timm | torchvision | big_vision | jaxcls
+    c.init_layout = "auto"  # auto | hf | timm | torchvision | big_vision | lukemelas | jaxcls
     c.init_new_head = False  # a fresh head even when the class count matches (new classes)
     c.init_preprocessing = True  # use the weights' mean/std/crop_frac (their training inputs)
     c.freeze = ()  # regexes of parameters never trained (no optimizer state, no weight decay)

@@ -9,7 +9,7 @@ from jax import lax
 
 from jaxcls import models
 from jaxcls.models import __main__ as models_main
-from jaxcls.models import layers, vit
+from jaxcls.models import conv, layers, vit
 from jaxcls.models.conv import conv_general_dilated
 
 
@@ -62,12 +62,15 @@ def test_model_table_filters_by_name_and_traces_stale_figures(monkeypatch):
 
 
 def test_every_registered_model_builds_abstractly():
-    for name in models.MODELS:
-        size = models.DEFAULT_IMAGE_SIZE[name]
-        model = models.create(name, 10)
-        out, _ = jax.eval_shape(lambda m=model, s=size: m.init_with_output(  # one trace
-            jax.random.key(0), jnp.zeros((2, s, s, 3))))
-        assert out.shape == (2, 10), name
+    # One trace per model (init with output), with one op per convolution rather than the CPU
+    # paths' one per kernel tap: half the time of tracing init and apply apart.
+    with conv.library_convolutions():
+        for name in models.MODELS:
+            size = models.DEFAULT_IMAGE_SIZE[name]
+            model = models.create(name, 10)
+            out, _ = jax.eval_shape(lambda m=model, s=size: m.init_with_output(
+                jax.random.key(0), jnp.zeros((2, s, s, 3))))
+            assert out.shape == (2, 10), name
 
 
 def _vit(**kwargs):
@@ -182,19 +185,22 @@ def test_cpu_conv_gradients_equal_xla(kernel, stride, padding, cin, cout):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-@pytest.mark.parametrize("kernel,padding", [(7, ((3, 3), (3, 3))), (3, "SAME"), (3, "VALID")])
-def test_cpu_depthwise_conv_and_gradients_equal_xla(kernel, padding):
+@pytest.mark.parametrize("kernel,stride,padding", [
+    (7, 1, ((3, 3), (3, 3))), (3, 1, "SAME"), (3, 1, "VALID"), (3, 2, "SAME"),
+    (5, 2, ((2, 2), (2, 2)))])
+def test_cpu_depthwise_conv_and_gradients_equal_xla(kernel, stride, padding):
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 6))
     dn = ("NHWC", "HWIO", "NHWC")
 
     def loss(conv):
-        return lambda x, w: jnp.sum(conv(x, w, (1, 1), padding, dimension_numbers=dn,
+        return lambda x, w: jnp.sum(conv(x, w, (stride, stride), padding, dimension_numbers=dn,
                                          feature_group_count=6) ** 2)
 
     np.testing.assert_allclose(
-        conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=6),
-        lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=dn,
+        conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn,
+                             feature_group_count=6),
+        lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn,
                                  feature_group_count=6), rtol=1e-5, atol=1e-5)
     ours = jax.grad(loss(conv_general_dilated), (0, 1))(x, w)
     ref = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)

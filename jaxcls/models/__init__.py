@@ -10,13 +10,25 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxcls.models import alexnet, convnext, densenet, inception, lenet, resnet, vgg, vit
+from jaxcls.models import (
+    alexnet,
+    convnext,
+    densenet,
+    efficientnet,
+    inception,
+    lenet,
+    mobilenet,
+    resnet,
+    vgg,
+    vit,
+)
 
 # Family name -> its module. Each module exports MODELS (name -> constructor taking
 # num_classes and field overrides) and, where some differ from 224, IMAGE_SIZE (name -> the
 # resolution the model is usually trained at). A new family is a module and one line here.
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
+FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

@@ -68,6 +68,37 @@ FIGURES = {
     "densenet161": (28681000, 7.7279, 224, "8b28436c4250"),
     "densenet169": (14149480, 3.3598, 224, "b0c040eecc87"),
     "densenet201": (20013928, 4.2914, 224, "d1c612e87d21"),
+    "efficientnet_b0": (5288548, 0.3858, 224, "ae4f3cf0dfe6"),
+    "efficientnet_b1": (7794184, 0.6868, 240, "dc9b57d7ef9a"),
+    "efficientnet_b2": (9109994, 0.9936, 260, "45b0f6779504"),
+    "efficientnet_b3": (12233232, 1.8271, 300, "6de6abf631e3"),
+    "efficientnet_b4": (19341616, 4.3938, 380, "49e26ab0ba17"),
+    "efficientnet_b5": (30389784, 10.2664, 456, "d6d98a6b0403"),
+    "efficientnet_b6": (43040704, 19.0676, 528, "cb429a8d0bda"),
+    "efficientnet_b7": (66347960, 37.7459, 600, "0f9e088b458b"),
+    "efficientnet_lite0": (4652008, 0.3852, 224, "934c8c4440eb"),
+    "efficientnet_lite1": (5416680, 0.6002, 240, "a7e412f7a73d"),
+    "efficientnet_lite2": (6092072, 0.8597, 260, "d723488bfe06"),
+    "efficientnet_lite3": (8197096, 1.6076, 300, "7277c29bf11d"),
+    "efficientnet_lite4": (13006568, 3.9436, 380, "76ec5004ef93"),
+    "tf_efficientnet_b0": (5288548, 0.3858, 224, "3f76a0ba8682"),
+    "tf_efficientnet_b1": (7794184, 0.6868, 240, "c237f7c7edc5"),
+    "tf_efficientnet_b2": (9109994, 0.9936, 260, "97ec9a3a91c2"),
+    "tf_efficientnet_b3": (12233232, 1.8271, 300, "1815bbc43d54"),
+    "tf_efficientnet_b4": (19341616, 4.3938, 380, "56db2e5716c0"),
+    "tf_efficientnet_b5": (30389784, 10.2664, 456, "038c2ef6c923"),
+    "tf_efficientnet_b6": (43040704, 19.0676, 528, "4da2f6f18f54"),
+    "tf_efficientnet_b7": (66347960, 37.7459, 600, "a2db4d2367ef"),
+    "tf_efficientnet_lite0": (4652008, 0.3852, 224, "515b3d3523cd"),
+    "tf_efficientnet_lite1": (5416680, 0.6002, 240, "19602f271855"),
+    "tf_efficientnet_lite2": (6092072, 0.8597, 260, "24cb972dd092"),
+    "tf_efficientnet_lite3": (8197096, 1.6076, 300, "c01a8dd241b1"),
+    "tf_efficientnet_lite4": (13006568, 3.9436, 380, "5b1fb66ab5fe"),
+    "mobilenetv2_100": (3504872, 0.3008, 224, "ff0ebd64510f"),
+    "mobilenetv3_large_100": (5483032, 0.2166, 224, "495a683ffce4"),
+    "mobilenetv3_small_100": (2542856, 0.0565, 224, "c3f50a326a21"),
+    "tf_mobilenetv3_large_100": (5483032, 0.2166, 224, "5228f83f1c35"),
+    "tf_mobilenetv3_small_100": (2542856, 0.0565, 224, "308b08134f36"),
 }
 
 
@@ -131,11 +162,12 @@ def select(patterns: list[str], names: list[str] | None = None) -> list[str]:
 def main(argv):
     f = flags.FLAGS
     chosen = select(argv[1:], f.names)  # a bad name fails naming it (cli.run prints it)
-    print(f"{'model':<16}{'params':>14}{'GMACs':>9}  size")
+    width = max(len(n) for n in chosen) + 2
+    print(f"{'model':<{width}}{'params':>14}{'GMACs':>9}  size")
     recounted = []
     for name in chosen:
         c = figures(name, f.recount)
-        print(f"{name:<16}{c['params']:>14,}{c['gmacs']:>9.2f}  {c['image_size']}"
+        print(f"{name:<{width}}{c['params']:>14,}{c['gmacs']:>9.2f}  {c['image_size']}"
               + ("" if c["cached"] else "  (traced)"), flush=True)
         if not c["cached"]:
             recounted.append(f'    "{name}": ({c["params"]}, {c["gmacs"]:.4f}, '

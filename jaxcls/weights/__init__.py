@@ -38,7 +38,7 @@ class Checkpoint:
     layout: str
     tensors: dict[str, np.ndarray]
     model_kwargs: dict  # model fields the checkpoint fixes (pool, layer_norm_eps, ...)
-    preprocessing: dict  # mean, std (in [0, 1] units), crop_frac
+    preprocessing: dict  # mean, std (in [0, 1] units), crop_frac; some: interpolation, image_size
     unexpected: list[str]  # source keys that map to nothing
 
     @property
@@ -106,7 +106,7 @@ def _is_jaxcls(path: str) -> bool:
 def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
     """The weights at `path` (file or folder) converted for registered model `model`.
 
-    layout: auto | hf | timm | torchvision | big_vision | jaxcls."""
+    layout: auto | hf | timm | torchvision | big_vision | lukemelas | jaxcls."""
     family = models.family(model)
     if layout == "jaxcls" or (layout == "auto" and _is_jaxcls(path)):
         return _read_jaxcls(path, model)
@@ -129,6 +129,11 @@ def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
             kwargs["representation_size"] = int(tensors["params/pre_logits/kernel"].shape[-1])
     if family == "vgg":  # timm's VGGs end in a conv pre_logits, torchvision's in Linears
         kwargs["conv_head"] = "params/pre_logits/fc1/kernel" in tensors
+    conventions = getattr(models.FAMILIES[family], "checkpoint_conventions", None)
+    if conventions is not None:  # what the family's checkpoints imply in this layout
+        family_kwargs, family_pre = conventions(model, layout)
+        kwargs.update(family_kwargs)
+        pre.update(family_pre)
     if layout == "hf" and os.path.isdir(path):
         hf_kwargs, hf_pre = _hf_metadata(path, family)
         kwargs.update(hf_kwargs)

@@ -1,6 +1,7 @@
 """Where each checkpoint layout keeps each jaxcls parameter: renaming rules per model family.
 
-A layout is `hf` (Hugging Face transformers), `timm`, `torchvision` or `big_vision` (flax .npz).
+A layout is `hf` (Hugging Face transformers), `timm`, `torchvision`, `big_vision` (flax .npz) or
+`lukemelas` (efficientnet_pytorch's EfficientNets).
 Torch layouts name modules and leaves (`weight`, `bias`, `running_mean`, `running_var`); a rule
 maps a module path to a jaxcls module path and the leaf decides the rest (transposes, BatchNorm
 statistics). "Raw" rules map whole keys whose values need no transform (class token, position
@@ -12,7 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-LAYOUTS = ("hf", "timm", "torchvision", "big_vision")
+from jaxcls.weights import mbconv_keys
+
+LAYOUTS = ("hf", "timm", "torchvision", "big_vision", "lukemelas")
 Rule = tuple[str, str | Callable[[re.Match], str]]
 
 
@@ -196,6 +199,16 @@ _CNN_RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("densenet", "timm"): (_DENSENET, []),
 }
 
+# ---- EfficientNet / MobileNet -------------------------------------------------------------------
+# jaxcls keeps timm's module names inside blocks; lukemelas and torchvision keys are first
+# renamed to timm's (weights/mbconv_keys.py), then these rules apply.
+_MBCONV_TIMM: list[Rule] = [
+    (r"conv_stem", "stem_conv"), (r"bn1", "stem_bn"),
+    (r"blocks\.(\d+)\.(\d+)\.(.+)",
+     lambda m: f"stage{_plus1(m, 1)}_block{_plus1(m, 2)}/{m[3].replace('.', '/')}"),
+    (r"conv_head", "head_conv"), (r"bn2", "head_bn"), (r"classifier", "head"),
+]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -209,6 +222,15 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
     **_CNN_RULES,
+    **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
+       for layout in ("timm", "torchvision", "lukemelas")},
+}
+# (family, layout) -> a renaming of the source keys applied before the rules.
+KEY_REWRITES: dict[tuple[str, str], Callable[[dict], dict]] = {
+    **{(family, "lukemelas"): mbconv_keys.from_lukemelas for family in ("efficientnet",
+                                                                         "mobilenet")},
+    **{(family, "torchvision"): mbconv_keys.from_torchvision for family in ("efficientnet",
+                                                                             "mobilenet")},
 }
 # Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
 IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*|" + _AUX_HEADS)
@@ -216,6 +238,8 @@ IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*|" + _AUX_HEADS
 
 def detect(keys: list[str]) -> str:
     """The layout a flat key list is written in."""
+    if any(k.startswith("_conv_stem.") for k in keys):  # lukemelas' EfficientNet
+        return "lukemelas"
     if any("/" in k for k in keys):
         return "big_vision"
     if any(s in k for k in keys for s in ("embeddings.patch_embeddings", "embedder.embedder",
@@ -287,6 +311,7 @@ def convert(tensors: dict[str, np.ndarray], family: str, layout: str
         raise ValueError(f"no {layout} layout for {family} models; known: "
                          f"{sorted(k[1] for k in RULES if k[0] == family)}")
     rules, raw_rules = RULES[family, layout]
+    tensors = KEY_REWRITES.get((family, layout), dict)(tensors)
     tensors = _unstack_scanned(_split_fused_qkv(tensors))
     out, unexpected = {}, []
     for key, value in tensors.items():
