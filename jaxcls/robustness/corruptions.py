@@ -45,7 +45,6 @@ Approximations, stated plainly:
 
 import functools
 import io
-import math
 from collections.abc import Callable
 
 import jax
@@ -669,7 +668,3 @@ def content_keys(seed: int, images: jax.Array) -> jax.Array:
     base = jax.random.key(seed)
     return jax.vmap(lambda d: jax.random.fold_in(base, d))(digest)
 
-
-def mean_over(values: dict, names: list[str]) -> float:
-    """The mean of values[name] over `names` (helper for summaries)."""
-    return float(math.fsum(values[n] for n in names) / len(names))
