@@ -178,9 +178,8 @@ def test_corrupt_is_an_augment_op(photos):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [8, 32, 128])
-def test_every_corruption_jits_stays_in_range_and_grows_with_severity(size):
-    img = np.asarray(Image.fromarray(load_sample_images().images[0]).resize((size, size)))
+def test_every_corruption_jits_stays_in_range_and_grows_with_severity():
+    img = np.asarray(Image.fromarray(load_sample_images().images[0]).resize((32, 32)))
     images = jnp.asarray(np.stack([img, img[::-1]]), jnp.float32)
     for name in corruptions.CORRUPTIONS:
         change = []
