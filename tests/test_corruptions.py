@@ -127,31 +127,38 @@ def test_pixelate_equals_pil_at_imagenet_size():
     np.testing.assert_array_equal(got, np.asarray(ref))
 
 
-@pytest.mark.parametrize("severity", [pytest.param(1, marks=pytest.mark.slow),
-                                      pytest.param(3, marks=pytest.mark.slow), 5])
+_SLOW_LOW_SEVERITIES = [pytest.param(1, marks=pytest.mark.slow),
+                        pytest.param(3, marks=pytest.mark.slow), 5]
+_GREY = 0.5  # a mid-grey image: nothing clips at CIFAR-10-C's noise levels
+
+
+def _grey_noise(name, severity):
+    grey = np.full((8, 32, 32, 3), 255 * _GREY, np.float32)
+    return _apply(grey, name, severity), corruptions.params(name, severity, 32, 32)
+
+
+@pytest.mark.parametrize("severity", _SLOW_LOW_SEVERITIES)
 def test_noise_statistics_match_the_formulas(severity):
-    level = 0.5  # a mid-grey image: nothing clips at CIFAR-10-C's noise levels
-    grey = np.full((8, 32, 32, 3), 255 * level, np.float32)
-    x = grey / 255.0
+    out, c = _grey_noise("gaussian_noise", severity)
+    noise = out / 255.0 - _GREY
+    assert abs(noise.mean()) < 0.05 * c and abs(noise.std() / c - 1) < 0.03
 
-    out = _apply(grey, "gaussian_noise", severity) / 255.0
-    c = corruptions.params("gaussian_noise", severity, 32, 32)
-    assert abs((out - x).mean()) < 0.05 * c and abs((out - x).std() / c - 1) < 0.03
+    out, c = _grey_noise("speckle_noise", severity)
+    assert abs((out / 255.0 / _GREY - 1).std() / c - 1) < 0.03
 
-    out = _apply(grey, "speckle_noise", severity) / 255.0
-    c = corruptions.params("speckle_noise", severity, 32, 32)
-    assert abs(((out - x) / x).std() / c - 1) < 0.03
-
-    out = _apply(grey, "shot_noise", severity) / 255.0
-    c = corruptions.params("shot_noise", severity, 32, 32)
-    assert abs(out.mean() - level) < 0.01 and abs(out.var() / (level / c) - 1) < 0.05
-    np.testing.assert_allclose(out * c, np.round(out * c), atol=1e-3)  # counts / c
-
-    out = _apply(grey, "impulse_noise", severity)
-    c = corruptions.params("impulse_noise", severity, 32, 32)
+    out, c = _grey_noise("impulse_noise", severity)
     salt, pepper = (out == 255).mean(), (out == 0).mean()
     assert abs((salt + pepper) / c - 1) < 0.12 and abs(salt / (salt + pepper) - 0.5) < 0.1
-    assert np.all((out == 0) | (out == 255) | (out == grey))
+    assert np.all((out == 0) | (out == 255) | (out == 255 * _GREY))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_shot_noise_is_poisson_counts(severity):
+    out, c = _grey_noise("shot_noise", severity)
+    out = out / 255.0
+    assert abs(out.mean() - _GREY) < 0.01 and abs(out.var() / (_GREY / c) - 1) < 0.05
+    np.testing.assert_allclose(out * c, np.round(out * c), atol=1e-3)  # counts / c
 
 
 def test_examples_get_their_own_randomness_and_keys_follow_content(photos):
@@ -169,8 +176,14 @@ def test_corrupt_is_an_augment_op(photos):
     expected = augment.normalize(_apply(photos, "contrast", 5), pipeline.mean, pipeline.std)
     np.testing.assert_allclose(np.asarray(x), np.asarray(expected), atol=1e-4)
     random = augment.from_config(tiny_config(image_size=32,
-                                             augment="corrupt('gaussian_noise', 0, p=0.5)"))
-    augment.apply(random, jax.random.key(1), jnp.asarray(photos), jnp.array([0, 1]), 10)
+                                             augment="corrupt('contrast', 0, p=0.5)"))
+    labels = jnp.zeros(8, jnp.int32)
+    batch = jnp.asarray(np.concatenate([photos] * 4))
+    y, _ = augment.apply(random, jax.random.key(1), batch, labels, 10)
+    candidates = [batch.astype(jnp.float32)] + [_apply(batch, "contrast", s) for s in range(1, 6)]
+    candidates = np.stack([augment.normalize(c, random.mean, random.std) for c in candidates])
+    matches = np.abs(candidates - np.asarray(y)[None]).max(axis=(2, 3, 4)) < 1e-4  # [6, 8]
+    assert matches.any(axis=0).all() and matches[0].any() and matches[1:].any()
     with pytest.raises(ValueError, match="unknown corruption 'blurr'"):
         augment.parse("corrupt('blurr')")
     with pytest.raises(ValueError, match="severity=7"):
@@ -178,23 +191,27 @@ def test_corrupt_is_an_augment_op(photos):
 
 
 @pytest.mark.slow
-def test_every_corruption_jits_stays_in_range_and_grows_with_severity():
+def test_random_corruptions_jit_stay_in_range_and_grow_with_severity():
+    """The corruptions no reference test above covers: finite, in [0, 255], and (but for
+    elastic and glass blur, whose parameters are not monotone) further from the image at
+    severity 5 than at 1."""
     img = np.asarray(Image.fromarray(load_sample_images().images[0]).resize((32, 32)))
     images = jnp.asarray(np.stack([img, img[::-1]]), jnp.float32)
-    for name in corruptions.CORRUPTIONS:
+    for name in ("glass_blur", "motion_blur", "snow", "frost", "fog", "elastic_transform",
+                 "spatter"):
         change = []
         for severity in (1, 5):
             out = _apply(images, name, severity)
             assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 255, name
             change.append(np.abs(out - np.asarray(images)).mean())
-        if name not in ("elastic_transform", "glass_blur", "saturate"):  # not monotone in c
+        if name not in ("elastic_transform", "glass_blur"):
             assert change[1] > change[0], (name, change)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("robust") / "run")
-    train.run(tiny_config(num_steps=60, eval_every_steps=60, learning_rate=3e-2), workdir)
+    train.run(tiny_config(num_steps=40, eval_every_steps=40, learning_rate=3e-2), workdir)
     return workdir
 
 

@@ -144,7 +144,9 @@ def benchmark(workdir: str, names: list[str], severities: list[int], baseline: s
                                       zip(severities, cells.mean(0), strict=True)}
     result["baseline"] = None
     if baseline is not None:
-        base = _baseline(baseline, names, severities, split, which, seed, ema)
+        same = os.path.abspath(baseline) == os.path.abspath(workdir)
+        base = result if same else _baseline(baseline, names, severities, split, which, seed,
+                                               ema)
         result["baseline"] = {"workdir": base["workdir"], "checkpoint": base["checkpoint"],
                               "clean_accuracy": base["clean_accuracy"],
                               **corruption_errors(result, base, names, severities)}
