@@ -11,8 +11,8 @@ each:
 1. `random_resized_crop(...)`, only first: done by the host loader at decode time
    (`Pipeline.host_crop`);
 2. image ops (crop, flips, rotate, affine, elastic, color_jitter, grayscale, noise, blur,
-   randaugment, trivialaugment, autoaugment, augmix) on each image in [0, 255], then
-   normalisation with config.mean / config.std;
+   corrupt (an ImageNet-C corruption: `corrupt("fog", 3)`), randaugment, trivialaugment,
+   autoaugment, augmix) on each image in [0, 255], then normalisation with config.mean / config.std;
 3. `erasing` / `cutout`, only last: on the normalised image, as timm erases.
 
 Then mixup / CutMix (config.mixup, `mixup.py`) mix pairs of examples and their targets (the

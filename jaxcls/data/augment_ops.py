@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.scipy import ndimage
 
 from jaxcls.data import image_ops, policies
+from jaxcls.robustness import corruptions
 
 ImageFn = Callable[[jax.Array, jax.Array], jax.Array]
 Range = float | tuple[float, float]
@@ -266,6 +267,26 @@ def blur(kernel_size: int, sigma: Range = (0.1, 2.0), p: float = 1.0) -> ImageFn
     return fn
 
 
+def corrupt(name: str, severity: int = 3, p: float = 1.0) -> ImageFn:
+    """A common corruption of `jaxcls.robustness.corruptions` (ImageNet-C / CIFAR-10-C) at
+    `severity` 1..5, or 0 for a severity drawn uniformly from 1..5 per image; probability p."""
+    corruptions.get(name)
+    _check(severity in (0, *corruptions.SEVERITIES), f"severity={severity}: 0 (random) or 1..5")
+    _prob(p)
+    fn = corruptions.get(name)
+
+    def apply(rng, img):
+        coin, pick, rng = jax.random.split(rng, 3)
+        if severity:
+            out = fn(rng, img, severity)
+        else:
+            branches = [lambda k, x, s=s: fn(k, x, s) for s in corruptions.SEVERITIES]
+            out = jax.lax.switch(jax.random.randint(pick, (), 0, 5), branches, rng, img)
+        return _where(_draws(coin, 1)[0], p, out, img)
+
+    return apply
+
+
 # ---- image stage: policies (A1's policies module) ----------------------------------------------
 
 def randaugment(num_ops: int = 2, magnitude: float = 9.0, magnitude_std: float = 0.0,
@@ -381,6 +402,7 @@ OPS: dict[str, OpSpec] = {
     "grayscale": OpSpec(grayscale, "image"),
     "noise": OpSpec(noise, "image"),
     "blur": OpSpec(blur, "image"),
+    "corrupt": OpSpec(corrupt, "image"),
     "randaugment": OpSpec(randaugment, "image"),
     "trivialaugment": OpSpec(trivialaugment, "image"),
     "autoaugment": OpSpec(autoaugment, "image"),
