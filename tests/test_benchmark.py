@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_benchmark_json_line(tmp_path):
     # The tests' two-stage ResNet (the default config's four stages take a minute to compile).
     config = tmp_path / "tiny.py"

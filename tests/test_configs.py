@@ -50,6 +50,7 @@ def test_config_builds(path, tmp_path):
         (2, config.image_size, config.image_size, 3))), shapes).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_vit_b16_config_trains_a_few_steps_on_synthetic_data(tmp_path):
     """The ViT-B/16 recipe's command (its docstring's) end to end: the recipe's optimizer, EMA,
     schedule and head override, on one block at 32 px (the plumbing; the full-size model is

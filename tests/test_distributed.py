@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from jaxcls import checkpoint
 from tests.conftest import run_python
@@ -50,6 +51,7 @@ def _final_params(workdir, step):
     return checkpoint.load_state(os.path.join(workdir, "checkpoints", str(step)))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     # BatchNorm statistics are over the global batch in both, so the maths is the same.
     overrides = dict(num_steps=6, batch_size=16, final_eval=False)
@@ -87,6 +89,7 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=300):
     raise TimeoutError(f"checkpoint {step} not written")
 
 
+@pytest.mark.slow
 def test_interrupted_runs_resume_exactly(tmp_path):
     # Slow enough steps (16x16, batch 64) that the signals land mid-run.
     overrides = dict(num_steps=100, image_size=16, batch_size=64, checkpoint_every_steps=20,

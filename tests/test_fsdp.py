@@ -86,6 +86,7 @@ def _rows(workdir, split):
         return [r for r in map(json.loads, f) if r["split"] == split]
 
 
+@pytest.mark.slow
 def test_fsdp_equals_data_parallel_on_eight_devices(tmp_path):
     dp, fsdp = str(tmp_path / "dp"), str(tmp_path / "fsdp")
     code = (RUN.replace("VIT", repr(json.dumps(VIT))).replace("WORKDIRS", repr((dp, fsdp)))

@@ -61,6 +61,7 @@ def test_model_table_filters_by_name_and_traces_stale_figures(monkeypatch):
     assert (traced["params"], round(traced["gmacs"], 4), traced["image_size"]) == recorded[:3]
 
 
+@pytest.mark.slow
 def test_every_registered_model_builds_abstractly():
     # One trace per model (init with output), with one op per convolution rather than the CPU
     # paths' one per kernel tap: half the time of tracing init and apply apart.
@@ -84,6 +85,7 @@ def _grads(model, variables, x, rng=0):
     return jax.value_and_grad(loss)(variables["params"])
 
 
+@pytest.mark.slow
 def test_vit_remat_and_explicit_attention_compute_the_same():
     x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
     variables = _vit().init(jax.random.key(1), x)
@@ -100,6 +102,7 @@ def test_vit_remat_and_explicit_attention_compute_the_same():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.slow
 def test_drop_path_and_dropout_act_only_in_training():
     x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3))
     for model in (_vit(drop_path_rate=0.5, dropout_rate=0.3, head_dropout_rate=0.5),
@@ -155,6 +158,7 @@ def test_unknown_models_and_fields_name_themselves():
         models.create("resnet18", 10, widht=3)
 
 
+@pytest.mark.slow
 def test_output_shapes_and_stems():
     x = jnp.zeros((2, 32, 32, 3))
     for stem, spatial in (("imagenet", 1), ("cifar", 4)):
@@ -208,6 +212,7 @@ def test_cpu_depthwise_conv_and_gradients_equal_xla(kernel, stride, padding):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kwargs", [
     ("vit_ti4", {"width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 64}),
     ("convnext_atto", {"dims": (8, 8, 8, 8), "depths": (1, 1, 1, 1), "stem_patch": 2}),

@@ -45,6 +45,7 @@ def _main(tmp_path, workdir: str, processes: int, devices: int, **overrides):
                             stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_on_one(tmp_path):
     # Eval every 4 steps over the 360 digits of the eval split: 12 batches of 32, the last one
     # padded, 180 examples per process.
