@@ -112,8 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
     # --- loop, evaluation, checkpoints ------------------------------------------------------------
     c.seed = 0  # one seed for init, data order, augmentation and splits
     c.log_every_steps = 50  # progress line, TensorBoard and metrics.jsonl every N steps
-    # After SIGTERM/SIGINT, exit non-zero if no step or eval batch finishes for this long.
-    c.stop_timeout_s = 300.0
+    c.stop_timeout_s = 300.0  # after SIGTERM: exit 128+signal if no step finishes for this long
     c.eval_every_epochs = placeholder(float)  # evaluate every N epochs ...
     c.eval_every_steps = placeholder(int)  # ... or steps (neither: only at the end)
     c.final_eval = True  # evaluate when training ends (benchmarks turn it off)
