@@ -118,6 +118,7 @@ def _child_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return children
 
 
+@pytest.mark.slow
 def test_sigterm_bounds_a_stuck_multi_process_run(tmp_path):
     # Process 1 freezes (SIGSTOP), then process 0 gets SIGTERM: it waits for process 1 in the
     # next step's collectives or the stop's all-gather. Its watchdog ends it stop_timeout_s

@@ -95,6 +95,7 @@ def _sweep_cli(tmp_path, compile_cache, sweep_text: str, *flags: str):
 SEEDS = "from jaxcls.sweep import axis\n\n\ndef get_sweep():\n    return axis('seed', [0, 1])\n"
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_setting_skips_finished_and_resumes_killed(tmp_path, compile_cache):
     runs = tmp_path / "runs"
     # Setting 1 was killed after a checkpoint at step 2, before writing its summary.
@@ -135,6 +136,7 @@ def test_unknown_key_fails_before_any_run(tmp_path, compile_cache):
     assert not os.path.exists(tmp_path / "runs")  # setting 0 did not start
 
 
+@pytest.mark.slow
 def test_slurm_array_task_runs_its_setting(tmp_path, compile_cache):
     code, log = _sweep_cli(tmp_path, compile_cache, SEEDS.replace("[0, 1]", "[0, 1, 2]"),
                            "--slurm", "--sbatch=--gres=gpu:1", "--sbatch", "--time=01:00:00",

@@ -330,6 +330,7 @@ def test_vit_loads_at_a_new_resolution(reference):
     assert model.apply(variables, jnp.zeros((1, 64, 64, 3))).shape == (1, 1000)
 
 
+@pytest.mark.slow
 def test_convert_cli_writes_a_checkpoint_load_reads(reference, tmp_path):
     folder, _, images, logits = reference["convnext_tiny"]
     dst = str(tmp_path / "converted")
