@@ -92,7 +92,7 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=300):
 @pytest.mark.slow
 def test_interrupted_runs_resume_exactly(tmp_path):
     # Slow enough steps (16x16, batch 64) that the signals land mid-run.
-    overrides = dict(num_steps=100, image_size=16, batch_size=64, checkpoint_every_steps=20,
+    overrides = dict(num_steps=50, image_size=16, batch_size=64, checkpoint_every_steps=20,
                      final_eval=False)
     full, term, kill = (str(tmp_path / n) for n in ("full", "term", "kill"))
     reference = _start(full, **overrides)
@@ -103,7 +103,7 @@ def test_interrupted_runs_resume_exactly(tmp_path):
     out = _finish(proc)  # SIGTERM: save at the step boundary, exit 0
     assert "SIGTERM received" in out
     stopped = json.load(open(os.path.join(term, "summary.json")))
-    assert stopped["stopped_by"] == "SIGTERM" and 10 <= stopped["steps"] < 100
+    assert stopped["stopped_by"] == "SIGTERM" and 10 <= stopped["steps"] < 50
     _finish(_start(term, **overrides))
 
     proc = _start(kill, **overrides)
@@ -114,12 +114,12 @@ def test_interrupted_runs_resume_exactly(tmp_path):
     assert "resumed from" in out
 
     _finish(reference)
-    ref = _final_params(full, 100)
+    ref = _final_params(full, 50)
     for other in (term, kill):
-        got = _final_params(other, 100)
+        got = _final_params(other, 50)
         for x, y in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
             np.testing.assert_array_equal(x, y)
         # The resumed log holds each step once, with the uninterrupted run's losses.
-        assert [r["step"] for r in _rows(other)] == list(range(1, 101))
+        assert [r["step"] for r in _rows(other)] == list(range(1, 51))
         np.testing.assert_allclose([r["loss"] for r in _rows(other)],
                                    [r["loss"] for r in _rows(full)], rtol=1e-6)
