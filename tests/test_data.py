@@ -173,6 +173,27 @@ def test_train_iterator_reshuffles_each_epoch_and_restores():
     np.testing.assert_array_equal(next(it2)["label"], after)
 
 
+def test_array_batches_gather_whole_batches_that_match_their_labels():
+    # The in-memory path: every image arrives with its own label and index, each epoch is a
+    # permutation (a batch may straddle two epochs), and the state is the batch count.
+    n = 10
+    imgs = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    src = sources.ArraySource(imgs, np.arange(n) + 100)
+    it = loader.train_iterator(src, 4, seed=3, num_threads=1)
+    assert isinstance(it, loader.ArrayBatches)
+    batches = [next(it) for _ in range(5)]  # 20 examples = exactly 2 epochs
+    idx = np.concatenate([b["index"] for b in batches])
+    for b in batches:
+        np.testing.assert_array_equal(b["image"][:, 0, 0, 0], b["index"])
+        np.testing.assert_array_equal(b["label"], b["index"] + 100)
+        assert b["image"].dtype == np.uint8 and not b["bad"].any()
+    assert sorted(idx[:n].tolist()) == sorted(idx[n:].tolist()) == list(range(n))
+    assert idx[:n].tolist() != idx[n:].tolist()
+    assert it.get_state() == {"array_batches": 5}
+    with pytest.raises(ValueError, match="ArrayBatches"):
+        it.set_state({"next_index": 3})
+
+
 def _pixels(spec: str) -> augment.Pipeline:
     """A pipeline whose normalisation is the identity, so outputs are pixel values."""
     return augment.Pipeline(augment.parse(spec), mean=(0.0,) * 3, std=(1 / 255,) * 3)

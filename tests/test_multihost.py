@@ -144,16 +144,19 @@ def _as_process(monkeypatch, index: int, count: int) -> None:
     monkeypatch.setattr(jax, "process_count", lambda: count)
 
 
-def test_process_shards_make_the_global_batches(monkeypatch):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["array_batches", "grain"])
+def test_process_shards_make_the_global_batches(monkeypatch, in_memory):
     # 3 processes x 4 rows == 1 process x 12 rows, batch for batch, across epoch boundaries;
     # and a position saved by any process is the same position for another process count.
+    # Both iterators: the whole-batch gather of in-memory arrays, and grain's.
     src = sources.ArraySource(np.zeros((30, 2, 2, 3), np.uint8), np.arange(30))
-    single = loader.train_iterator(src, 12, seed=1, num_threads=1)
+    make = loader.train_iterator if in_memory else loader.grain_train_iterator
+    single = make(src, 12, seed=1, num_threads=1)
     expected = [next(single)["label"] for _ in range(6)]
     shards = []
     for p in range(3):
         _as_process(monkeypatch, p, 3)
-        it = loader.train_iterator(src, 4, seed=1, num_threads=1)
+        it = make(src, 4, seed=1, num_threads=1)
         shards.append([next(it)["label"] for _ in range(6)])
         assert it.get_state() == single.get_state()
     for k in range(6):

@@ -1,9 +1,10 @@
 """Host input throughput, side by side: the grain pipeline, its decode alone on one thread, a
 plain PIL loop doing the same work on one thread, and tf.data (where TensorFlow is installed).
 
-Two workloads: (a) a JPEG folder streamed at its own small size (CIFAR-10 at 32 px, eval
+Three workloads: (a) a JPEG folder streamed at its own small size (CIFAR-10 at 32 px, eval
 geometry, no cache); (b) 224-px Inception random resized crops from larger JPEGs (a folder
-that `make_big_jpegs` writes: CIFAR images upscaled to 500x375 with noise). Each row gives
+that `make_big_jpegs` writes: CIFAR images upscaled to 500x375 with noise); (c) the 32-px
+images of (a) decoded in memory, batched by grain vs by `loader.ArrayBatches`. Each row gives
 img/s (wall) and img per CPU-second of this process (all its threads): on a shared machine the
 second is the steadier per-core figure.
 """
@@ -96,6 +97,17 @@ def _grain(paths: list[str], size: int, random_crop, threads: int, batch: int
     return run
 
 
+def _in_memory(source: sources.ArraySource, batch: int, count: int, threads: int,
+               iterator: Callable) -> Callable[[], None]:
+    """`count` examples of batches from a decoded in-memory source through `iterator`
+    (loader.train_iterator, which gathers whole batches, or loader.grain_train_iterator)."""
+    def run():
+        it = iterator(source, batch, 0, num_threads=threads)
+        for _ in range(count // batch):
+            next(it)
+    return run
+
+
 def _tf_data(paths: list[str], size: int, random_crop, threads: int, batch: int
              ) -> Callable[[], None]:
     import tensorflow as tf
@@ -148,4 +160,15 @@ def run(cifar_dir: str, big_dir: str, count: int = 2000, threads: int = 2, batch
             rows.append(_timed(f"tf_data_{threads}_threads", count,
                                _tf_data(paths, size, crop, threads, batch), threads))
         result[key] = rows
+    # (c) the same 32-px images already decoded in memory (how folders that fit in
+    # config.cache_max_gib train): grain element by element vs the whole-batch gather, at a
+    # training batch size, over 10 passes so the figures are not timer noise.
+    cached, _ = sources.cache_in_memory(sources.FileSource(cifar, np.zeros(count, np.int32),
+                                                           32, 1.0), threads)
+    n, big_batch = 10 * count, 500
+    result["cifar32_in_memory"] = [
+        _timed(f"grain_{threads}_threads", n,
+               _in_memory(cached, big_batch, n, threads, loader.grain_train_iterator), threads),
+        _timed("array_batches", n,
+               _in_memory(cached, big_batch, n, threads, loader.train_iterator), 1)]
     return result

@@ -75,6 +75,52 @@ class _ClassBalanced(grain.MapDataset):
         return self._parent[int(members[rng.integers(len(members))])]
 
 
+class ArrayBatches(grain.DatasetIterator):
+    """Endless shuffled batches of an in-memory `sources.ArraySource` by index gather: one
+    numpy fancy-index per batch, no per-example Python, so 32-px data costs the host almost
+    nothing. The endless stream is epoch e's permutation (seeded by (seed, e)) after epoch
+    e-1's; global batch k is stream positions [k*B, (k+1)*B), of which this process takes its
+    rows. The state is k alone (JSON, for grain's checkpoint handler), so a restored
+    iterator continues exactly, on any number of processes."""
+
+    def __init__(self, source, local_batch: int, seed: int):
+        super().__init__()
+        self._images, self._labels = source.images, source.labels
+        self._local, self._seed = local_batch, seed
+        self._global = local_batch * jax.process_count()
+        self._offset = local_batch * jax.process_index()
+        self._batch = 0
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = np.random.default_rng((self._seed, epoch)).permutation(
+                len(self._labels))
+        return self._perms[epoch]
+
+    def __next__(self) -> dict:
+        n = len(self._labels)
+        pos = self._batch * self._global + self._offset + np.arange(self._local)
+        epoch, within = np.divmod(pos, n)
+        idx = np.empty(self._local, np.int64)
+        for e in np.unique(epoch):  # at most a few epochs per batch (more if B > N)
+            sel = epoch == e
+            idx[sel] = self._perm(int(e))[within[sel]]
+        self._batch += 1
+        return {"image": self._images[idx], "label": self._labels[idx],
+                "bad": np.zeros(self._local, bool), "index": idx.astype(np.int32)}
+
+    def get_state(self) -> dict:
+        return {"array_batches": self._batch}
+
+    def set_state(self, state: dict) -> None:
+        if "array_batches" not in state:
+            raise ValueError(f"data-iterator state {state} was not saved by an in-memory "
+                             "ArrayBatches iterator (the run's data source changed)")
+        self._batch = int(state["array_batches"])
+
+
 def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
                    num_threads: int = 4, random_crop: images.RandomCrop | None = None,
                    class_balanced: bool = False) -> grain.DatasetIterator:
@@ -88,8 +134,20 @@ def train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
     drawn from grain's per-element generator (seed, position in the endless stream): the same
     for any number of workers or threads, new every epoch, and restored with the iterator state.
     With `class_balanced`, every class is drawn equally often (examples with replacement).
-    A `tf_input.TfdsSplit` source goes through tf.data instead (`config.input.backend="tf"`).
+    A `tf_input.TfdsSplit` source goes through tf.data instead (`config.input.backend="tf"`);
+    an in-memory `ArraySource` without a host crop is gathered whole batches at a time
+    (`ArrayBatches`).
     """
+    if isinstance(source, sources.ArraySource) and random_crop is None and not class_balanced:
+        return ArrayBatches(source, local_batch, seed)
+    return grain_train_iterator(source, local_batch, seed, num_workers, num_threads,
+                                random_crop, class_balanced)
+
+
+def grain_train_iterator(source, local_batch: int, seed: int, num_workers: int = 0,
+                         num_threads: int = 4, random_crop: images.RandomCrop | None = None,
+                         class_balanced: bool = False) -> grain.DatasetIterator:
+    """`train_iterator` through grain, element by element, for any random-access source."""
     if isinstance(source, tf_input.TfdsSplit):
         if class_balanced:
             raise ValueError("config.class_balanced_sampler needs config.input.backend='grain'")
