@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -263,17 +264,25 @@ def calibrate(runs: list[Run], datasets: list[sources.Dataset], split: str, tta_
         record = {"temperature": t, "fitted_on": "val", "fit_examples": len(val_labels),
                   "leakage": None}
     else:
-        t = calibration.fit_temperature(log_probs, labels)
-        calibrated = calibration.cross_fitted(log_probs, labels)
-        record = {"temperature": t, "fitted_on": f"{split} (2-fold cross-fitting)",
-                  "fit_examples": len(labels),
-                  "leakage": (f"the run has no validation split (it trained on all of train, "
-                              f"config.val_fraction=0): the temperature was fitted on the "
-                              f"{split} split itself. The 'after' figures here are out-of-fold "
-                              f"(each half scaled by a temperature fitted on the other), but "
-                              f"the stored temperature saw every {split} label; train with "
-                              f"config.val_fraction > 0 for a clean fit.")}
+        record, calibrated = self_calibration(labels, log_probs, split)
     record["tta"] = tta_spec
+    return record, calibrated
+
+
+def self_calibration(labels: np.ndarray, log_probs: np.ndarray, split: str,
+                     why: str = "the run has no validation split (it trained on all of "
+                     "train, config.val_fraction=0)") -> tuple[dict, np.ndarray]:
+    """Temperature scaling fitted on `split` itself, when there is no validation split (`why`
+    says so in the record): the reported figures are out-of-fold (2-fold cross-fitting)."""
+    t = calibration.fit_temperature(log_probs, labels)
+    calibrated = calibration.cross_fitted(log_probs, labels)
+    record = {"temperature": t, "fitted_on": f"{split} (2-fold cross-fitting)",
+              "fit_examples": len(labels),
+              "leakage": (f"{why}: the temperature was fitted on the {split} split itself. The "
+                          f"'after' figures here are out-of-fold (each half scaled by a "
+                          f"temperature fitted on the other), but the stored temperature saw "
+                          f"every {split} label; hold out a validation split for a clean "
+                          f"fit.")}
     return record, calibrated
 
 
@@ -313,24 +322,38 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
     result = {"workdirs": [os.path.abspath(w) for w in workdirs],
               "checkpoints": [r.step_dir for r in runs], "split": split, "tta": tta_spec,
               "ema": ema, "skipped": len(source) - len(labels)}
-    result.update(metrics.offline(labels, probs, names))
     record, calibrated_log_probs = calibrate(runs, datasets, split, tta_spec, labels,
                                              log_probs)
-    calibrated = np.exp(calibrated_log_probs)
-    for key, fn in (("ece_15", lambda p: metrics.expected_calibration_error(labels, p)),
-                    ("ece_adaptive_15", lambda p: metrics.expected_calibration_error(
-                        labels, p, adaptive=True)),
-                    ("log_loss", lambda p: metrics.log_loss(labels, p))):
-        record[f"{key}_before"], record[f"{key}_after"] = result[key], fn(calibrated)
     record["stored_in"] = None
     if len(runs) == 1 and jax.process_index() == 0:
         calibration.save(runs[0].step_dir, tta_spec, {k: v for k, v in record.items()
                                                       if k != "stored_in"})
         record["stored_in"] = os.path.join(runs[0].step_dir, calibration.FILENAME)
+    paths = (np.array([source.name(int(i)) for i in index])
+             if runs[0].config.dataset.startswith("folder:") else None)
+    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec), result, labels,
+                         probs, np.exp(calibrated_log_probs), record, names,
+                         lambda i: source[int(index[i])]["image"], paths, pictures)
+
+
+def write_outputs(out_dir: str, head: dict, labels: np.ndarray, probs: np.ndarray,
+                  calibrated: np.ndarray, calibration_record: dict, names: list[str],
+                  image: Callable[[int], np.ndarray], paths: np.ndarray | None = None,
+                  pictures: bool = True) -> dict:
+    """The outputs of one evaluation, whatever made the probabilities (a run, an ensemble, a
+    classical or probe classifier): `head` (what was evaluated) plus every offline metric and
+    the calibration before/after, as metrics.json; predictions.npz; with `pictures`, the PNGs
+    and report.html (`image(i)` is example i's uint8 picture). Returns the metrics."""
+    result = dict(head)
+    result.update(metrics.offline(labels, probs, names))
+    record = dict(calibration_record)
+    for key, fn in (("ece_15", lambda p: metrics.expected_calibration_error(labels, p)),
+                    ("ece_adaptive_15", lambda p: metrics.expected_calibration_error(
+                        labels, p, adaptive=True)),
+                    ("log_loss", lambda p: metrics.log_loss(labels, p))):
+        record[f"{key}_before"], record[f"{key}_after"] = result[key], fn(calibrated)
     result["calibration"] = record
     result["most_confused"] = most_confused(np.array(result["confusion_matrix"]), names)
-
-    out_dir = out_dir or output_dir(workdirs, split, tta_spec)
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
@@ -338,13 +361,12 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
         arrays = {"labels": labels.astype(np.int64), "probs": probs.astype(np.float32),
                   "class_names": np.array(names), "temperature": np.float64(
                       record["temperature"])}
-        if runs[0].config.dataset.startswith("folder:"):
-            arrays["paths"] = np.array([source.name(int(i)) for i in index])
+        if paths is not None:
+            arrays["paths"] = paths
         np.savez_compressed(os.path.join(out_dir, "predictions.npz"), **arrays)
         if pictures:
-            report.write(out_dir, result, labels, probs, calibrated, names,
-                         lambda i: source[int(index[i])]["image"])
-    logging.info("%s: top-1 %.4f, ECE %.4f -> %.4f at T=%.3f; wrote %s", split,
+            report.write(out_dir, result, labels, probs, calibrated, names, image)
+    logging.info("%s: top-1 %.4f, ECE %.4f -> %.4f at T=%.3f; wrote %s", result["split"],
                  result["accuracy"], record["ece_15_before"], record["ece_15_after"],
                  record["temperature"], out_dir)
     return result

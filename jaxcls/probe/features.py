@@ -1,0 +1,86 @@
+"""The penultimate features of any registered model: the input of its top-level `head`."""
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxcls import sharding
+from jaxcls.data import augment
+
+PROGRESS_EVERY_S = 10.0
+
+
+def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
+    """What `model`'s classifier Dense (the top-level `head`, by the registry's contract)
+    receives for `images` (normalised float NHWC), [N, D] float32; the head itself runs
+    nowhere."""
+    captured = []
+
+    def intercept(next_fun, args, kwargs, context):
+        scope = context.module.scope
+        if context.method_name == "__call__" and scope is not None and scope.path == ("head",):
+            captured.append(args[0])
+            return jnp.zeros(args[0].shape[:-1] + (context.module.features,), args[0].dtype)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(intercept):
+        model.apply(variables, images, train=False)
+    if not captured:
+        raise ValueError(f"{type(model).__name__} has no top-level `head` module to probe")
+    x = captured[-1]
+    return x.reshape(x.shape[0], -1).astype(jnp.float32)
+
+
+def extract(model: nn.Module, variables: dict, images: np.ndarray, mean: Sequence[float],
+            std: Sequence[float], batch_size: int = 256, label: str = "") -> np.ndarray:
+    """head_inputs of uint8 images [N, S, S, 3] (normalised by mean/std in [0, 1] units), in
+    batches split over all devices, with a progress line every 10 s."""
+    mesh = sharding.make_mesh()
+    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    fn = jax.jit(lambda v, x: head_inputs(model, v, augment.normalize(x, mean, std)),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.batch_sharding(mesh))
+    out, last, t0 = [], time.monotonic(), time.monotonic()
+    for s in range(0, len(images), batch_size):
+        chunk = images[s:s + batch_size]
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]),
+                                                 chunk.dtype)])
+        out.append(np.asarray(fn(variables, padded))[:len(chunk)])
+        if time.monotonic() - last >= PROGRESS_EVERY_S and s + batch_size < len(images):
+            logging.info("features %s: %d/%d images", label, s + len(chunk), len(images))
+            last = time.monotonic()
+    feats = np.concatenate(out)
+    logging.info("features %s: %d images -> %d dims in %.1f s", label, len(images),
+                 feats.shape[1], time.monotonic() - t0)
+    return feats
+
+
+def fingerprint(variables: dict, images: np.ndarray, *extra) -> str:
+    """A short hash of the weights, the images and any settings, naming a feature cache."""
+    h = hashlib.sha1()
+    for leaf in jax.tree.leaves(variables):
+        h.update(np.asarray(leaf).tobytes()[:4096])
+        h.update(str(np.shape(leaf)).encode())
+    h.update(np.ascontiguousarray(images[:: max(len(images) // 256, 1)]).tobytes())
+    h.update(repr((images.shape, extra)).encode())
+    return h.hexdigest()[:12]
+
+
+def cached(path: str, key: str, compute) -> np.ndarray:
+    """`compute()`, stored at `path` (.npz with its `key`) and read back while the key holds."""
+    if os.path.exists(path):
+        with np.load(path) as f:
+            if str(f["key"]) == key:
+                logging.info("features from %s", path)
+                return f["features"]
+    feats = compute()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    np.savez(path, features=feats, key=np.array(key))
+    return feats
