@@ -102,9 +102,10 @@ def class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     return sources.create(_streaming(config)).class_names
 
 
-def load_run(workdir: str, which: str = "best", ema: bool = False) -> Run:
+def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: str = "") -> Run:
     """The model and parameters of `workdir` at checkpoint `which` (see resolve_checkpoint);
-    `ema`: its moving average of the parameters instead."""
+    `ema`: its moving average of the parameters instead; `quantized`: the int8 model that
+    `python -m jaxcls.quantize --scheme=<quantized>` wrote for the run."""
     config = load_config(workdir)
     names = class_names(workdir, config)
     step_dir = resolve_checkpoint(workdir, which)
@@ -114,8 +115,15 @@ def load_run(workdir: str, which: str = "best", ema: bool = False) -> Run:
         raise ValueError(f"{step_dir} holds no EMA parameters (config.ema_decay was 0)")
     variables = {"params": params, "batch_stats": state.get("batch_stats") or {}}
     logging.info("%s: %s", workdir, step_dir)
-    return Run(workdir, config, names, step_dir, train.create_model(config, len(names)),
-               variables)
+    model = train.create_model(config, len(names))
+    if quantized:
+        from jaxcls.quantize import schemes
+
+        schemes.check_scheme(quantized)
+        model, variables, meta = schemes.load(schemes.directory(workdir, quantized), model,
+                                              variables)
+        logging.info("%s: %s int8 model quantized from %s", workdir, quantized, meta["source"])
+    return Run(workdir, config, names, step_dir, model, variables)
 
 
 def _streaming(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -296,21 +304,30 @@ def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[d
             if off[i, j] > 0]
 
 
-def output_dir(workdirs: list[str], split: str, tta_spec: str) -> str:
-    """WORKDIR/eval/<split>[_tta_<spec>][_ensemble], e.g. eval/test_tta_flip+crops5."""
+def output_dir(workdirs: list[str], split: str, tta_spec: str, quantized: str = "") -> str:
+    """WORKDIR/eval/<split>[_tta_<spec>][_<quantized>][_ensemble], e.g.
+    eval/test_tta_flip+crops5, eval/test_w8a8."""
     spec = tta.folder_name(tta_spec)
-    name = split + (f"_tta_{spec}" if spec else "") + ("_ensemble" if len(workdirs) > 1 else "")
+    name = split + (f"_tta_{spec}" if spec else "") + (f"_{quantized}" if quantized else "") + \
+        ("_ensemble" if len(workdirs) > 1 else "")
     return os.path.join(workdirs[0], "eval", name)
 
 
+def calibration_key(tta_spec: str, quantized: str = "") -> str:
+    """The key of a temperature in a checkpoint's calibration.json: one per TTA spec and
+    per quantized model, so an int8 evaluation never overwrites the float one."""
+    return tta_spec + (f"@{quantized}" if quantized else "")
+
+
 def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_spec: str = "",
-             ema: bool = False, out_dir: str | None = None, pictures: bool = True) -> dict:
+             ema: bool = False, out_dir: str | None = None, pictures: bool = True,
+             quantized: str = "") -> dict:
     """Evaluates one run (or the ensemble of several) on `split`; writes metrics.json,
     predictions.npz and, with `pictures`, the PNGs and report.html to `out_dir`; returns the
     metrics."""
     if split not in ("test", "val", "train"):
         raise ValueError(f"--split={split!r}: use test, val or train")
-    runs = [load_run(w, which, ema) for w in workdirs]
+    runs = [load_run(w, which, ema, quantized) for w in workdirs]
     check_same_classes(runs)
     for run in runs:  # a bad TTA spec fails before any data is read
         tta.parse(tta_spec, run.config.crop_frac)
@@ -321,17 +338,18 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
     probs = np.exp(log_probs)
     result = {"workdirs": [os.path.abspath(w) for w in workdirs],
               "checkpoints": [r.step_dir for r in runs], "split": split, "tta": tta_spec,
-              "ema": ema, "skipped": len(source) - len(labels)}
+              "ema": ema, "quantized": quantized, "skipped": len(source) - len(labels)}
     record, calibrated_log_probs = calibrate(runs, datasets, split, tta_spec, labels,
                                              log_probs)
     record["stored_in"] = None
     if len(runs) == 1 and jax.process_index() == 0:
-        calibration.save(runs[0].step_dir, tta_spec, {k: v for k, v in record.items()
-                                                      if k != "stored_in"})
+        calibration.save(runs[0].step_dir, calibration_key(tta_spec, quantized),
+                         {k: v for k, v in record.items() if k != "stored_in"})
         record["stored_in"] = os.path.join(runs[0].step_dir, calibration.FILENAME)
     paths = (np.array([source.name(int(i)) for i in index])
              if runs[0].config.dataset.startswith("folder:") else None)
-    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec), result, labels,
+    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec, quantized), result,
+                         labels,
                          probs, np.exp(calibrated_log_probs), record, names,
                          lambda i: source[int(index[i])]["image"], paths, pictures)
 
@@ -372,10 +390,11 @@ def write_outputs(out_dir: str, head: dict, labels: np.ndarray, probs: np.ndarra
     return result
 
 
-def define_run_flags(ensemble: bool = True, tta: bool = True, required: bool = True) -> None:
+def define_run_flags(ensemble: bool = True, tta: bool = True, required: bool = True,
+                     quantized: bool = False) -> None:
     """The flags evaluate, predict and explain share (defined at start, as each module's main
     runs): --workdir (repeatable with `ensemble`; `required` unless the command has another
-    source), --checkpoint, --ema and, with `tta`, --tta."""
+    source), --checkpoint, --ema, with `tta` --tta, and with `quantized` --quantized."""
     if ensemble:
         flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble (the "
                                   "mean of the runs' probabilities).")
@@ -386,6 +405,9 @@ def define_run_flags(ensemble: bool = True, tta: bool = True, required: bool = T
         flags.DEFINE_string("tta", "", "test-time augmentation: flip, crops5, crops5(R), joined "
                             "by | ('': none)")
     flags.DEFINE_bool("ema", False, "use the moving average of the parameters")
+    if quantized:
+        flags.DEFINE_string("quantized", "", "use the run's int8 model written by python -m "
+                            "jaxcls.quantize: w8 | w8a8 | w8a8_static ('': float)")
     if required:
         flags.mark_flags_as_required(["workdir"])
 
@@ -395,11 +417,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     writers.quiet_libraries()
     f = flags.FLAGS
-    evaluate(f.workdir, f.split, f.checkpoint, f.tta, f.ema, f.out_dir)
+    evaluate(f.workdir, f.split, f.checkpoint, f.tta, f.ema, f.out_dir,
+             quantized=f.quantized)
 
 
 if __name__ == "__main__":
-    define_run_flags()
+    define_run_flags(quantized=True)
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out or val/ folder; train.")
     flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"

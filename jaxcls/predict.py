@@ -55,8 +55,8 @@ class Predictor:
     """Probabilities of one run (or the mean over several) for uint8 images of each run's size."""
 
     def __init__(self, workdirs: list[str], which: str = "best", tta_spec: str = "",
-                 ema: bool = False):
-        self.runs = [evaluate.load_run(w, which, ema) for w in workdirs]
+                 ema: bool = False, quantized: str = ""):
+        self.runs = [evaluate.load_run(w, which, ema, quantized) for w in workdirs]
         evaluate.check_same_classes(self.runs)
         self.class_names = self.runs[0].class_names
         self.batch_size = max(evaluate.global_batch_size(r.config) for r in self.runs)
@@ -64,7 +64,8 @@ class Predictor:
         self.fns = [r.predict_fn(tta_spec) for r in self.runs]
         self.variables = [jax.device_put(r.variables, sharding.replicated(mesh))
                           for r in self.runs]
-        self.temperatures = [calibration.temperature_or_one(r.step_dir, tta_spec)
+        key = evaluate.calibration_key(tta_spec, quantized)
+        self.temperatures = [calibration.temperature_or_one(r.step_dir, key)
                              for r in self.runs]
 
     def preprocessings(self) -> set[tuple[int, float]]:
@@ -88,16 +89,18 @@ class Predictor:
 
 def predict(workdirs: list[str] | None, paths: Iterable[str], top_k: int = 5,
             which: str = "best", tta_spec: str = "", ema: bool = False, threads: int = 8,
-            progress: bool = True, exported: str | None = None) -> Iterator[dict]:
+            progress: bool = True, exported: str | None = None, quantized: str = ""
+            ) -> Iterator[dict]:
     """Yields {"path", "top_k": [(label, probability), ...]} per readable image, or
     {"path", "error"} for a file that is not one. `exported`: a jaxcls.export directory to
-    predict with instead of `workdirs` (its TTA and temperature are inside)."""
+    predict with instead of `workdirs` (its TTA and temperature are inside); `quantized`: the
+    runs' int8 models (jaxcls.quantize)."""
     if exported:
         from jaxcls.export import artifact
 
         predictor = artifact.Artifact(exported)
     else:
-        predictor = Predictor(workdirs, which, tta_spec, ema)
+        predictor = Predictor(workdirs, which, tta_spec, ema, quantized)
     files = list(expand(paths))
     k = min(top_k, len(predictor.class_names))
     done = skipped = 0
@@ -134,7 +137,7 @@ def main(argv):
     predicted = 0
     bar = sys.stderr.isatty()  # a progress bar on a terminal, nothing in logs
     for r in predict(f.workdir, argv[1:], f.top_k, f.checkpoint, f.tta, f.ema, progress=bar,
-                     exported=f.exported):
+                     exported=f.exported, quantized=f.quantized):
         if "error" in r:
             print(("\r\033[K" if bar else "")  # clears the bar's line first
                   + f"skipping {r['path']}: not a readable image ({r['error']})",
@@ -149,7 +152,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    evaluate.define_run_flags(required=False)
+    evaluate.define_run_flags(required=False, quantized=True)
     flags.DEFINE_string("exported", None, "a directory written by jaxcls.export, instead of "
                         "--workdir")
     flags.DEFINE_integer("top_k", 5, "labels printed per image")

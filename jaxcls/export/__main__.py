@@ -13,7 +13,8 @@ def main(argv):
     f = flags.FLAGS
     meta = build.export_run(f.workdir, f.out, f.checkpoint, f.ema, f.tta,
                             tuple(p for p in f.platforms.split(",") if p),
-                            f.verify_examples, f.tolerance, f.min_top1_agreement, f.format)
+                            f.verify_examples, f.tolerance, f.min_top1_agreement, f.format,
+                            f.quantized)
     check = meta["verification"]
     print(f"wrote {f.out} ({meta['format']}): {meta['source']['checkpoint']}; max |Δprob| "
           f"{check['max_abs_diff']:.3g}, top-1 agreement {check['top1_agreement']:.4f} on "
@@ -21,7 +22,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    evaluate.define_run_flags(ensemble=False)
+    evaluate.define_run_flags(ensemble=False, quantized=True)
     flags.DEFINE_string("out", None, "output directory (model.jax, metadata.json)")
     flags.DEFINE_enum("format", "jax", list(build.FORMATS), "jax: jax.export serialized "
                       "StableHLO; savedmodel: a TF SavedModel and a TFLite file (jax2tf, needs "

@@ -132,21 +132,23 @@ def _write_onnx(fn, image_size: int, stage: str) -> tuple[dict, dict]:
 def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
                tta_spec: str = "", platforms: tuple[str, ...] = PLATFORMS,
                verify_examples: int = 1000, tolerance: float = 1e-4,
-               min_top1_agreement: float = 0.999, fmt: str = "jax") -> dict:
+               min_top1_agreement: float = 0.999, fmt: str = "jax", quantized: str = "") -> dict:
     """Exports `workdir` at checkpoint `which` to OUT (`fmt` jax: model.jax; savedmodel:
     savedmodel/ and model.tflite; onnx: model.onnx) + OUT/metadata.json after checking every
     reloaded file against jaxcls.predict on the first `verify_examples` of the run's eval split
     (0: all of it); raises ValueError, writing nothing, when max |Δprob| exceeds `tolerance`
-    or top-1 agreement falls below `min_top1_agreement`. Returns the metadata."""
+    or top-1 agreement falls below `min_top1_agreement`. `quantized`: export the run's int8
+    model (jaxcls.quantize). Returns the metadata."""
     if fmt not in FORMATS:
         raise ValueError(f"--format={fmt!r}: use one of {FORMATS}")
     unknown = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     if unknown or not platforms:
         raise ValueError(f"--platforms: unknown {unknown or 'empty list'}; use cpu, cuda, rocm, "
                          "tpu")
-    reference = predict.Predictor([workdir], which, tta_spec, ema)
+    reference = predict.Predictor([workdir], which, tta_spec, ema, quantized)
     run, temperature = reference.runs[0], reference.temperatures[0]
-    calibrated = calibration.temperature(run.step_dir, tta_spec) is not None
+    calibrated = calibration.temperature(
+        run.step_dir, evaluate.calibration_key(tta_spec, quantized)) is not None
     fn = serving_function(run, tta_spec, temperature)
     source = sources.create(evaluate._streaming(run.config)).eval
     if verify_examples:

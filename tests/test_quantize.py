@@ -1,0 +1,67 @@
+"""jaxcls.quantize: int8 models of a real (tiny, digits) run stay close to the float model,
+are smaller, and evaluate/predict read them back exactly as the command measured them."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from jaxcls import calibration, evaluate, train
+from jaxcls.data import sources
+from jaxcls.quantize import schemes, table
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("quant") / "run")
+    train.run(tiny_config(num_steps=60, model_kwargs={"width": 16, "stage_sizes": (1, 1)}),
+              workdir)
+    return workdir
+
+
+def test_int8_weights_round_trip_within_half_a_step():
+    w = jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * jnp.arange(1, 6)
+    q = schemes.int8_weights({"conv": {"kernel": w, "bias": jnp.ones(5)}})
+    assert q["conv"]["kernel"]["qvalue"].dtype == jnp.int8
+    np.testing.assert_array_equal(q["conv"]["bias"], jnp.ones(5))  # biases stay float
+    scale = np.max(np.abs(np.asarray(w)), axis=(0, 1, 2)) / 127  # per output channel
+    back = schemes.float_weights(q)["conv"]["kernel"]
+    assert np.all(np.abs(np.asarray(back) - np.asarray(w)) <= scale / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("scheme", schemes.SCHEMES)
+def test_quantized_run_agrees_with_float_and_reloads(run_dir, scheme):
+    result = table.quantize_run(run_dir, scheme, calibration=128, which="last", repeats=2)
+    rows = result["rows"]
+    assert rows["float32"]["top1"] > 0.5  # the tiny run learned something to preserve
+    assert abs(rows[scheme]["top1"] - rows["float32"]["top1"]) <= 0.03
+    ratio = rows[scheme]["param_bytes"] / rows["float32"]["param_bytes"]
+    assert ratio < 0.4  # kernels at 1 byte instead of 4 (biases, norms and scales stay float)
+    on_disk = json.load(open(os.path.join(schemes.directory(run_dir, scheme), "table.json")))
+    assert on_disk["rows"] == rows
+
+    # evaluate --quantized reads the saved model back: the same top-1 as the table, its own
+    # output folder, and the float model's stored temperature untouched.
+    metrics = evaluate.evaluate([run_dir], "test", "last", quantized=scheme, pictures=False)
+    assert metrics["accuracy"] == pytest.approx(rows[scheme]["top1"])
+    assert os.path.exists(os.path.join(run_dir, "eval", f"test_{scheme}", "metrics.json"))
+    stored = calibration.load_all(evaluate.resolve_checkpoint(run_dir, "last"))
+    assert f"@{scheme}" in stored and "" not in stored  # keyed apart from the float model's
+    float_run = evaluate.load_run(run_dir, "last")
+    q_run = evaluate.load_run(run_dir, "last", quantized=scheme)
+    x = np.asarray(sources.create(tiny_config()).eval.images[:16])
+    fp = np.exp(np.asarray(jax.jit(evaluate.log_probs_fn(float_run))(float_run.variables, x)))
+    qp = np.exp(np.asarray(jax.jit(evaluate.log_probs_fn(q_run))(q_run.variables, x)))
+    assert np.abs(fp - qp).max() < 0.15 and np.abs(fp - qp).max() > 0  # close, not the same
+
+
+def test_loading_an_unquantized_scheme_names_the_command(run_dir, tmp_path):
+    run = evaluate.load_run(run_dir, "last")
+    with pytest.raises(FileNotFoundError, match="python -m jaxcls.quantize"):
+        schemes.load(str(tmp_path / "quantized" / "w8"), run.model, run.variables)
+    with pytest.raises(ValueError, match="--scheme='int4'"):
+        schemes.check_scheme("int4")
