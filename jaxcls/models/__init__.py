@@ -18,6 +18,7 @@ from jaxcls.models import (
     inception,
     lenet,
     mobilenet,
+    regnet,
     resnet,
     vgg,
     vit,
@@ -29,6 +30,7 @@ from jaxcls.models import (
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
 FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
+FAMILIES.update(regnet=regnet)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

@@ -209,6 +209,35 @@ _MBCONV_TIMM: list[Rule] = [
     (r"conv_head", "head_conv"), (r"bn2", "head_bn"), (r"classifier", "head"),
 ]
 
+# ---- RegNet ------------------------------------------------------------------------------------
+# timm: `s{S}.b{B}.conv{k}.conv/.bn`, SE `fc1`/`fc2` (efficientnet's SqueezeExcite names them
+# conv_reduce / conv_expand); Hugging Face: `encoder.stages.S.layers.B.layer.K` with K = 0, 1
+# the first convs, 2 the SE (`attention.0` / `.2`), 3 the last conv.
+_REGNET_TIMM: list[Rule] = [
+    (r"stem\.conv", "stem_conv"), (r"stem\.bn", "stem_bn"),
+    (r"s(\d)\.b(\d+)\.conv(\d)\.conv", r"stage\1_block\2/conv\3"),
+    (r"s(\d)\.b(\d+)\.conv(\d)\.bn", r"stage\1_block\2/bn\3"),
+    (r"s(\d)\.b(\d+)\.se\.fc1", r"stage\1_block\2/se/conv_reduce"),
+    (r"s(\d)\.b(\d+)\.se\.fc2", r"stage\1_block\2/se/conv_expand"),
+    (r"s(\d)\.b(\d+)\.downsample\.(conv|bn)", r"stage\1_block\2/downsample_\3"),
+    (r"head\.fc", "head"),
+]
+_HF_REGNET_LAYER = r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.layer"
+_REGNET_HF: list[Rule] = [
+    (r"(?:regnet\.)?embedder\.embedder\.convolution", "stem_conv"),
+    (r"(?:regnet\.)?embedder\.embedder\.normalization", "stem_bn"),
+    *[(_HF_REGNET_LAYER + rf"\.{k}\.{theirs}", _block(ours))
+      for k, n in ((0, 1), (1, 2), (3, 3))
+      for theirs, ours in (("convolution", f"conv{n}"), ("normalization", f"bn{n}"))],
+    (_HF_REGNET_LAYER + r"\.2\.attention\.0", _block("se/conv_reduce")),
+    (_HF_REGNET_LAYER + r"\.2\.attention\.2", _block("se/conv_expand")),
+    (r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.convolution",
+     _block("downsample_conv")),
+    (r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.normalization",
+     _block("downsample_bn")),
+    (r"classifier\.1", "head"),
+]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -222,6 +251,8 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
     **_CNN_RULES,
+    ("regnet", "timm"): (_REGNET_TIMM, []),
+    ("regnet", "hf"): (_REGNET_HF, []),
     **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
        for layout in ("timm", "torchvision", "lukemelas")},
 }
