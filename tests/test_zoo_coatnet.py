@@ -2,14 +2,17 @@
 statistics) through `jaxcls.weights.load`, at a small resolution (the relative position bias
 tables are sized by it) and at 224; parameters and MACs equal timm's."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcls import weights
+from jaxcls import explain, models, weights
 from jaxcls.models import __main__ as listing
 from jaxcls.models import coatnet
 from tests.conftest import torch_references
 from tests.test_zoo_mobile import _assert_same_logits, _randomised, _torch_counts
+from tests.test_zoo_regnet import assert_default_gradcam_layer_is_the_cam
 
 NAMES = list(coatnet.MODELS)
 
@@ -92,3 +95,15 @@ def test_full_size_logits_equal_timm(refs, name, tmp_path):
     torch, _, timm = refs
     ref = _timm(timm, torch, name, 224)
     _assert_same_logits(torch, ref, name, 224, tmp_path, "timm")
+
+
+def test_gradcam_default_layer_is_the_final_norm_or_last_block():
+    """timm's rw CoAtNets normalise the map before pooling (`norm`); the paper's layout pools
+    first (its LayerNorm is on the pooled features), so its last block is the default."""
+    small = {"depths": (1, 1, 1, 1), "dims": (32, 32, 32, 64), "stem_width": (8, 16)}
+    assert_default_gradcam_layer_is_the_cam(models.create("coatnet_0_rw_224", 3, **small), 32,
+                                            "norm")
+    paper = models.create("coatnet_0_224", 3, **small)
+    variables = jax.eval_shape(paper.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert explain.default_layer(explain.spatial_layers(paper, variables, (32, 32, 3))) == (
+        "stage4_block1")

@@ -92,3 +92,36 @@ def test_full_size_logits_equal_transformers_regnet_y_040(refs, tmp_path):
     torch = refs[0]
     ref = _hf_regnet(torch)
     _assert_same_logits(torch, ref, "regnety_040", 224, tmp_path, "hf")
+
+
+def assert_default_gradcam_layer_is_the_cam(model, size: int, layer: str):
+    """Grad-CAM's default layer of `model` is `layer`, and it is the map that global average
+    pooling and the head read: there d logit_c / dA = W_c / hw at every position, so Grad-CAM
+    equals the class activation map relu(A W_c) / hw."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxcls import explain
+
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
+    variables = jax.jit(model.init, compiler_options={"xla_backend_optimization_level": 0})(
+        jax.random.key(0), x)
+    assert explain.default_layer(explain.spatial_layers(model, variables, x.shape[1:])) == layer
+    classes = jnp.array([0, 2])
+    activation, grads = jax.jit(lambda v, x, c: explain.layer_gradients(model, v, x, layer, c),
+                                compiler_options={"xla_backend_optimization_level": 0})(
+        variables, x, classes)
+    kernel = np.asarray(variables["params"]["head"]["kernel"])
+    hw = activation.shape[1] * activation.shape[2]
+    expected = kernel.T[np.asarray(classes)] / hw
+    np.testing.assert_allclose(grads, np.broadcast_to(expected[:, None, None], grads.shape),
+                               rtol=1e-5, atol=1e-8)
+    cam = np.maximum(np.einsum("nhwk,nk->nhw", activation, expected), 0)
+    np.testing.assert_allclose(explain.grad_cam(activation, grads), cam, rtol=1e-5, atol=1e-6)
+
+
+def test_gradcam_default_layer_is_the_last_block():
+    model = models.create("regnety_016", 3, stem_channels=8,
+                          stages=(regnet.Stage(1, 8, 8), regnet.Stage(2, 16, 8)))
+    assert_default_gradcam_layer_is_the_cam(model, 16, "stage2_block2")
