@@ -28,10 +28,15 @@ def _timm(timm, torch, name: str, size: int, **kwargs):
 
 
 def test_logits_equal_timm_coatnet_0_rw_at_64(refs, tmp_path):
-    """64 px: MBConv stages at 16 and 8, attention over 4x4 and 2x2 maps."""
+    """64 px: MBConv stages at 16 and 8, attention over 4x4 and 2x2 maps; one or two blocks a
+    stage (strided and not, of both kinds; the 224 px test has every block)."""
     torch, _, timm = refs
-    ref = _timm(timm, torch, "coatnet_0_rw_224", 64, num_classes=7)
-    model, variables = _assert_same_logits(torch, ref, "coatnet_0_rw_224", 64, tmp_path, "timm")
+    depths = (1, 2, 2, 1)
+    ref = _timm(timm, torch, "coatnet_0_rw_224", 64, num_classes=7, depths=depths)
+    model, variables = _assert_same_logits(torch, ref, "coatnet_0_rw_224", 64, tmp_path, "timm",
+                                           depths=depths)
+    ckpt = weights.read(str(tmp_path / "weights.pth"), "coatnet_0_rw_224")
+    assert (ckpt.preprocessing["mean"], ckpt.preprocessing["crop_frac"]) == ((0.5,) * 3, 0.95)
     table = variables["params"]["stage3_block2"]["attn"]["relative_position_bias_table"]
     assert table.shape == (7 * 7, 384 // 32)  # (2h - 1)(2w - 1) rows for the 4x4 map
 
@@ -97,13 +102,20 @@ def test_full_size_logits_equal_timm(refs, name, tmp_path):
     _assert_same_logits(torch, ref, name, 224, tmp_path, "timm")
 
 
+_SMALL = {"depths": (1, 1, 1, 1), "dims": (32, 32, 32, 64), "stem_width": (8, 16)}
+
+
 def test_gradcam_default_layer_is_the_final_norm_or_last_block():
     """timm's rw CoAtNets normalise the map before pooling (`norm`); the paper's layout pools
     first (its LayerNorm is on the pooled features), so its last block is the default."""
-    small = {"depths": (1, 1, 1, 1), "dims": (32, 32, 32, 64), "stem_width": (8, 16)}
-    assert_default_gradcam_layer_is_the_cam(models.create("coatnet_0_rw_224", 3, **small), 32,
+    for name, layer in (("coatnet_0_rw_224", "norm"), ("coatnet_0_224", "stage4_block1")):
+        model = models.create(name, 3, **_SMALL)
+        variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+        assert explain.default_layer(explain.spatial_layers(model, variables, (64, 64, 3))) == (
+            layer)
+
+
+@pytest.mark.slow
+def test_gradcam_at_the_final_norm_is_the_class_activation_map():
+    assert_default_gradcam_layer_is_the_cam(models.create("coatnet_0_rw_224", 3, **_SMALL), 64,
                                             "norm")
-    paper = models.create("coatnet_0_224", 3, **small)
-    variables = jax.eval_shape(paper.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    assert explain.default_layer(explain.spatial_layers(paper, variables, (32, 32, 3))) == (
-        "stage4_block1")

@@ -243,6 +243,7 @@ MODELS = {name: partial(coatnet, name) for name in VARIANTS}
 
 
 def checkpoint_conventions(model: str, layout: str) -> tuple[dict, dict]:
-    """(model fields, preprocessing) of timm's weights: crop 0.95, bicubic, 224 (the bias
-    tables fix the resolution)."""
-    return {}, {"crop_frac": 0.95, "interpolation": "bicubic", "image_size": 224}
+    """(model fields, preprocessing) of timm's weights: inputs in [-1, 1] (mean = std = 0.5),
+    crop 0.95, bicubic, 224 (the bias tables fix the resolution)."""
+    return {}, {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_frac": 0.95,
+                "interpolation": "bicubic", "image_size": 224}
