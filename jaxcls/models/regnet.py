@@ -87,6 +87,7 @@ class RegNet(nn.Module):
     num_classes: int = 1000
     se_ratio: float = 0.25  # squeeze-excite width as a fraction of each block's input (0: X)
     stem_channels: int = 32
+    stem_stride: int = 2  # 1 for 32x32 images (CIFAR), which would otherwise end at 1x1
     zero_init_last_bn: bool = True  # zero gamma of each block's last BN (timm's default)
     drop_path_rate: float = 0.0  # stochastic depth of the last block, linear from 0 (timm's)
     head_dropout_rate: float = 0.0  # dropout on the pooled features
@@ -100,7 +101,7 @@ class RegNet(nn.Module):
                             self.dtype)
         ops = _ops(settings, train, "")
         x = x.astype(self.dtype)
-        x = ops.act(ops.norm(name="stem_bn")(ops.conv(self.stem_channels, 3, 2,
+        x = ops.act(ops.norm(name="stem_bn")(ops.conv(self.stem_channels, 3, self.stem_stride,
                                                       name="stem_conv")(x)))
         rates = iter(drop_path_rates(self.drop_path_rate, sum(s.depth for s in self.stages)))
         for i, stage in enumerate(self.stages):
