@@ -4,7 +4,7 @@ equal timm's for every variant."""
 
 import pytest
 
-from jaxcls import models
+from jaxcls import models, weights
 from jaxcls.models import __main__ as listing
 from jaxcls.models import regnet
 from tests.conftest import torch_references
@@ -23,6 +23,10 @@ def test_logits_equal_timm_regnety_016_at_32(refs, tmp_path):
     torch.manual_seed(0)
     ref = _randomised(timm.create_model("regnety_016", num_classes=7), torch)
     _assert_same_logits(torch, ref, "regnety_016", 32, tmp_path, "timm")
+    pre = weights.read(str(tmp_path / "weights.pth"), "regnety_016").preprocessing
+    want = ref.pretrained_cfg
+    assert (pre["crop_frac"], pre["interpolation"], pre["mean"]) == (
+        want["crop_pct"], want["interpolation"], want["mean"])
 
 
 def _hf_regnet(torch, **config):
