@@ -32,7 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcls.models.conv import conv_general_dilated
-from jaxcls.models.efficientnet import ACTIVATIONS, SqueezeExcite, conv_init, make_divisible
+from jaxcls.models.efficientnet import (
+    ACTIVATIONS,
+    SqueezeExcite,
+    conv_init,
+    depthwise_init,
+    make_divisible,
+)
 from jaxcls.models.layers import DropPath, classifier, drop_path_rates
 from jaxcls.models.vit import Mlp, dense_init
 
@@ -75,8 +81,7 @@ def _conv(features: int, kernel: int = 1, stride: int = 1, groups: int = 1, bias
     p = ((stride - 1) + (kernel - 1)) // 2
     return nn.Conv(features, (kernel, kernel), stride, padding=((p, p), (p, p)),
                    feature_group_count=groups, use_bias=bias, dtype=dtype,
-                   kernel_init=(nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-                                if groups > 1 else conv_init),
+                   kernel_init=depthwise_init if groups > 1 else conv_init,
                    conv_general_dilated=conv_general_dilated, name=name)
 
 
