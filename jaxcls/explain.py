@@ -11,7 +11,8 @@ its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the p
 (rollout) or pixels (integrated gradients: attribution summed over the colour channels).
 
 - `gradcam`, `gradcam++` (CNNs): class-score gradients at a layer chosen by module path (default:
-  the last top-level module with a spatial output, the last block of the last stage). The
+  the last top-level module with a spatial output, the last block of the last stage, or the
+  final LayerNorm on the map where a model has one, as timm's rw CoAtNets). The
   gradient with respect to the layer's output is taken by adding a zero "probe" to that output
   through `nn.intercept_methods`: d score / d probe = d score / d activation, no model edits.
 - `rollout` (ViT): Abnar & Zuidema (2020), the product over blocks of the head-averaged

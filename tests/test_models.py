@@ -38,10 +38,10 @@ def test_published_parameters_and_gmacs_at_224(name, count, gmacs, printed):
 
 @pytest.mark.slow
 def test_every_recorded_figure_matches_a_fresh_count():
-    # EfficientNet and MobileNet: every variant is counted (and checked against timm) in
-    # tests/test_zoo_mobile.py, which checks their recorded figures too.
-    for name in (n for n in models.MODELS if models.family(n) not in ("efficientnet",
-                                                                       "mobilenet")):
+    # EfficientNet, MobileNet, RegNet, CoAtNet: every variant is counted (and checked against
+    # timm) in tests/test_zoo_mobile.py / _regnet.py / _coatnet.py, with their recorded figures.
+    counted_elsewhere = ("efficientnet", "mobilenet", "regnet", "coatnet")
+    for name in (n for n in models.MODELS if models.family(n) not in counted_elsewhere):
         c = models_main.count(name)
         assert models_main.FIGURES[name] == (c["params"], round(c["gmacs"], 4), c["image_size"],
                                              models_main.fingerprint(name)), name
@@ -236,3 +236,21 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits(name, kwargs):
     grads = jax.jit(jax.grad(lambda p: jnp.sum(bf16.apply({**variables, "params": p}, x) ** 2)))(
         variables["params"])
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("stride,padding", [(1, ((1, 1), (1, 1))), (2, "SAME")])
+def test_cpu_grouped_conv_gradients_equal_xla(stride, padding):
+    """Groups of 4 input channels (RegNet's grouped 3x3): XLA's forward and input gradient,
+    the kernel gradient per tap and group."""
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 12))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(conv(x, w, (stride, stride), padding, dimension_numbers=dn,
+                                         feature_group_count=3) ** 2)
+
+    ours = jax.grad(loss(conv_general_dilated), (0, 1))(x, w)
+    ref = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

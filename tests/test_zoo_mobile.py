@@ -37,14 +37,15 @@ def _jit_apply(model):
                    compiler_options={"xla_backend_optimization_level": 0})
 
 
-def _assert_same_logits(torch, ref, name: str, size: int, tmp_path, layout: str):
+def _assert_same_logits(torch, ref, name: str, size: int, tmp_path, layout: str,
+                        **model_kwargs):
     path = str(tmp_path / "weights.pth")
     torch.save(ref.state_dict(), path)
     assert layouts.detect(list(files.read_tensors(path))) == layout
     x = np.random.RandomState(0).randn(2, size, size, 3).astype(np.float32)
     with torch.no_grad():
         want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    model, variables = weights.load(path, name, image_size=size)
+    model, variables = weights.load(path, name, image_size=size, **model_kwargs)
     got = _jit_apply(model)(variables, jnp.asarray(x))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     return model, variables

@@ -12,12 +12,14 @@ import flax.linen as nn
 
 from jaxcls.models import (
     alexnet,
+    coatnet,
     convnext,
     densenet,
     efficientnet,
     inception,
     lenet,
     mobilenet,
+    regnet,
     resnet,
     vgg,
     vit,
@@ -29,6 +31,7 @@ from jaxcls.models import (
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
 FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
+FAMILIES.update(regnet=regnet, coatnet=coatnet)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

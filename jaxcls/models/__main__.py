@@ -99,6 +99,15 @@ FIGURES = {
     "mobilenetv3_small_100": (2542856, 0.0565, 224, "c3f50a326a21"),
     "tf_mobilenetv3_large_100": (5483032, 0.2166, 224, "5228f83f1c35"),
     "tf_mobilenetv3_small_100": (2542856, 0.0565, 224, "308b08134f36"),
+    # RegNetY, CoAtNet (2026-12-03): timm's figures (tests/test_zoo_regnet.py, _coatnet.py).
+    "regnety_016": (11202430, 1.6121, 224, "bf5c20eea5d4"),
+    "regnety_032": (19436338, 3.1765, 224, "6449a327873f"),
+    "regnety_040": (20646656, 3.9733, 224, "f84e7bb794f7"),
+    "regnety_080": (39180068, 7.9631, 224, "ab4110f26e7b"),
+    "regnety_160": (83590140, 15.9115, 224, "e6e4338e1c23"),
+    "coatnet_0_rw_224": (27435562, 4.4063, 224, "13f95c3d3e01"),
+    "coatnet_1_rw_224": (41721502, 7.9922, 224, "dd328aae83db"),
+    "coatnet_0_224": (25036820, 4.5465, 224, "ba7b1dfd33fa"),
 }
 
 

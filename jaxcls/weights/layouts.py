@@ -209,6 +209,60 @@ _MBCONV_TIMM: list[Rule] = [
     (r"conv_head", "head_conv"), (r"bn2", "head_bn"), (r"classifier", "head"),
 ]
 
+# ---- RegNet ------------------------------------------------------------------------------------
+# timm: `s{S}.b{B}.conv{k}.conv/.bn`, SE `fc1`/`fc2` (efficientnet's SqueezeExcite names them
+# conv_reduce / conv_expand); Hugging Face: `encoder.stages.S.layers.B.layer.K` with K = 0, 1
+# the first convs, 2 the SE (`attention.0` / `.2`), 3 the last conv.
+_REGNET_TIMM: list[Rule] = [
+    (r"stem\.conv", "stem_conv"), (r"stem\.bn", "stem_bn"),
+    (r"s(\d)\.b(\d+)\.conv(\d)\.conv", r"stage\1_block\2/conv\3"),
+    (r"s(\d)\.b(\d+)\.conv(\d)\.bn", r"stage\1_block\2/bn\3"),
+    (r"s(\d)\.b(\d+)\.se\.fc1", r"stage\1_block\2/se/conv_reduce"),
+    (r"s(\d)\.b(\d+)\.se\.fc2", r"stage\1_block\2/se/conv_expand"),
+    (r"s(\d)\.b(\d+)\.downsample\.(conv|bn)", r"stage\1_block\2/downsample_\3"),
+    (r"head\.fc", "head"),
+]
+_HF_REGNET_LAYER = r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.layer"
+_REGNET_HF: list[Rule] = [
+    (r"(?:regnet\.)?embedder\.embedder\.convolution", "stem_conv"),
+    (r"(?:regnet\.)?embedder\.embedder\.normalization", "stem_bn"),
+    *[(_HF_REGNET_LAYER + rf"\.{k}\.{theirs}", _block(ours))
+      for k, n in ((0, 1), (1, 2), (3, 3))
+      for theirs, ours in (("convolution", f"conv{n}"), ("normalization", f"bn{n}"))],
+    (_HF_REGNET_LAYER + r"\.2\.attention\.0", _block("se/conv_reduce")),
+    (_HF_REGNET_LAYER + r"\.2\.attention\.2", _block("se/conv_expand")),
+    (r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.convolution",
+     _block("downsample_conv")),
+    (r"(?:regnet\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.normalization",
+     _block("downsample_bn")),
+    (r"classifier\.1", "head"),
+]
+
+# ---- CoAtNet -----------------------------------------------------------------------------------
+# timm's MaxxVit: `stages.S.blocks.B.<module>` with jaxcls' names the same but for these parts.
+_COATNET_PARTS = ((r"shortcut\.expand", "shortcut_expand"), (r"norm1\.norm", "norm1"),
+                  (r"(se|se_early)\.fc1", r"\1.conv_reduce"),
+                  (r"(se|se_early)\.fc2", r"\1.conv_expand"))
+
+
+def _coatnet_part(m: re.Match) -> str:
+    part = m[3]
+    for theirs, ours in _COATNET_PARTS:
+        part = re.sub(rf"^{theirs}$", ours, part)
+    return f"stage{_plus1(m, 1)}_block{_plus1(m, 2)}/{part.replace('.', '/')}"
+
+
+_COATNET_TIMM: list[Rule] = [
+    (r"stem\.(conv1|norm1|conv2)", r"stem_\1"),
+    (r"stages\.(\d)\.blocks\.(\d+)\.(.+)", _coatnet_part),
+    (r"norm", "norm"), (r"head\.norm", "head_norm"), (r"head\.pre_logits\.fc", "pre_logits"),
+    (r"head\.fc", "head"),
+]
+_COATNET_TIMM_RAW: list[Rule] = [
+    (r"stages\.(\d)\.blocks\.(\d+)\.attn\.rel_pos\.relative_position_bias_table",
+     _block("attn/relative_position_bias_table")),
+]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -222,6 +276,9 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
     **_CNN_RULES,
+    ("regnet", "timm"): (_REGNET_TIMM, []),
+    ("regnet", "hf"): (_REGNET_HF, []),
+    ("coatnet", "timm"): (_COATNET_TIMM, _COATNET_TIMM_RAW),
     **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
        for layout in ("timm", "torchvision", "lukemelas")},
 }
@@ -232,6 +289,8 @@ KEY_REWRITES: dict[tuple[str, str], Callable[[dict], dict]] = {
     **{(family, "torchvision"): mbconv_keys.from_torchvision for family in ("efficientnet",
                                                                              "mobilenet")},
 }
+# Families whose models keep timm's fused `qkv` (CoAtNet's is laid out head first, not q|k|v).
+KEEP_FUSED_QKV = ("coatnet",)
 # Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
 IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*|" + _AUX_HEADS)
 
@@ -312,7 +371,9 @@ def convert(tensors: dict[str, np.ndarray], family: str, layout: str
                          f"{sorted(k[1] for k in RULES if k[0] == family)}")
     rules, raw_rules = RULES[family, layout]
     tensors = KEY_REWRITES.get((family, layout), dict)(tensors)
-    tensors = _unstack_scanned(_split_fused_qkv(tensors))
+    if family not in KEEP_FUSED_QKV:
+        tensors = _split_fused_qkv(tensors)
+    tensors = _unstack_scanned(tensors)
     out, unexpected = {}, []
     for key, value in tensors.items():
         if IGNORED.fullmatch(key):
