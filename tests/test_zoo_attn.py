@@ -265,3 +265,22 @@ def test_full_size_logits_equal_timm(refs, name, tmp_path):
     x = _images(224)
     path = _save_pth(torch, ref, str(tmp_path / "full.pth"), "timm")
     _assert_same(path, name, x, _torch_logits(torch, ref, x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [SWIN_T, DEIT_TD])
+def test_full_size_logits_equal_hugging_face(refs, name, tmp_path):
+    torch, _, _ = refs
+    import transformers
+
+    torch.manual_seed(0)
+    if name == SWIN_T:  # SwinConfig's defaults are Swin-T's
+        ref = transformers.SwinForImageClassification(transformers.SwinConfig(num_labels=1000))
+    else:
+        ref = transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(
+            hidden_size=192, num_attention_heads=3, intermediate_size=768, num_labels=1000))
+    ref = _randomised(ref, torch)
+    folder = str(tmp_path / "hf")
+    ref.save_pretrained(folder)
+    x = _images(224)
+    _assert_same(folder, name, x, _torch_logits(torch, ref, x))
