@@ -1,7 +1,8 @@
 """Model registry: `config.model` names a constructor; `config.model_kwargs` overrides fields.
 
 Every model maps images NHWC float -> logits [N, num_classes] float32 with
-`model.apply(variables, images, train=False)`; its classifier Dense is the top-level `head`.
+`model.apply(variables, images, train=False)`; its classifier Dense is the top-level `head`
+(a distilled DeiT has a second one, `head_dist`: see models/deit.py).
 `python -m jaxcls.models` lists them with parameters and GMACs.
 """
 
