@@ -144,6 +144,19 @@ def test_swin_logits_equal_hugging_face(refs, tmp_path):
     _assert_same(path, SWIN_T, x, want, **kwargs)
 
 
+def test_swin_logits_equal_torchvision(refs, tmp_path):
+    """torchvision's Swin (swin_t's class) on maps 16, 8 (shifted) and 4 (one window)."""
+    torch, torchvision, _ = refs
+    torch.manual_seed(0)
+    ref = _randomised(torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 2],
+        window_size=[4, 4], num_classes=7), torch)
+    path = _save_pth(torch, ref, str(tmp_path / "swin_tv.pth"), "torchvision")
+    x = _images(64)
+    _assert_same(path, SWIN_T, x, _torch_logits(torch, ref, x),
+                 **{**SWIN_SMALL, "depths": (2, 2, 2), "num_heads": (1, 2, 2)})
+
+
 # ---- DeiT ------------------------------------------------------------------------------------
 
 def _deit_timm(timm, torch, name: str):

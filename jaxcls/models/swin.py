@@ -1,4 +1,5 @@
-"""Swin Transformer (Liu et al. 2021) in Flax Linen, equal to timm 1.0.31's `swin_*` models.
+"""Swin Transformer (Liu et al. 2021) in Flax Linen, equal to timm 1.0.31's `swin_*` models
+(and to Hugging Face's and torchvision's where they agree with timm: see `window_and_shift`).
 
 Feature maps stay NHWC [N, H, W, C] between blocks. Each block runs multi-head attention inside
 non-overlapping windows with a learned relative position bias; every second block first rolls
@@ -28,7 +29,9 @@ def window_and_shift(size: tuple[int, int], window: int, shifted: bool
                      ) -> tuple[tuple[int, int], tuple[int, int]]:
     """(window, shift) per axis for a map of `size` (timm's rule): an axis that fits in one
     window is one whole window and unshifted; otherwise `window`, shifted by window // 2 in the
-    shifted blocks."""
+    shifted blocks. (transformers keeps the configured window's bias table on a smaller map, and
+    torchvision pads such a map to a whole window before shifting; all three agree wherever every
+    map is a multiple of the window, as Swin-T/S/B at 224.)"""
     win = tuple(r if r <= window else window for r in size)
     shift = tuple(0 if (r <= window or not shifted) else window // 2 for r in size)
     return win, shift
@@ -194,6 +197,7 @@ MODELS = {f"swin_{size}_patch4_window7_224": partial(swin, size) for size in SIZ
 
 
 def checkpoint_conventions(model: str, layout: str) -> tuple[dict, dict]:
-    """(model fields, preprocessing) of Swin checkpoints: ImageNet mean/std, timm's crop 0.9 and
-    bicubic resizing at 224 (Hugging Face folders override crop and mean/std from their json)."""
-    return {}, {"crop_frac": 0.9, "interpolation": "bicubic", "image_size": 224}
+    """(model fields, preprocessing) of Swin checkpoints: ImageNet mean/std, bicubic resizing at
+    224; timm's crop 0.9, torchvision's 224 of 232 (Hugging Face folders: their json's)."""
+    crop = 224 / 232 if layout == "torchvision" else 0.9
+    return {}, {"crop_frac": crop, "interpolation": "bicubic", "image_size": 224}

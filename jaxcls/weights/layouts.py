@@ -251,6 +251,26 @@ _SWIN_HF: list[Rule] = [
     (_HF_SWIN + r"(?:output\.dense|mlp\.fc2)", _block("mlp/fc2")),
     (r"(?:swin\.)?layernorm", "norm"), (r"classifier", "head"),
 ]
+# torchvision: features = patch embedding, stage 1, merging, stage 2, merging, stage 3, ...
+_TV_SWIN = r"features\.([1357])\.(\d+)\."
+
+
+def _tv_swin(suffix: str) -> Callable[[re.Match], str]:
+    return lambda m: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/{m.expand(suffix)}"
+
+
+_SWIN_TORCHVISION: list[Rule] = [
+    (r"features\.0\.0", "patch_embed"), (r"features\.0\.2", "patch_norm"),
+    (r"features\.([246])\.(norm|reduction)",
+     lambda m: f"stage{int(m[1]) // 2 + 1}_downsample/{m[2]}"),
+    (_TV_SWIN + r"(norm1|norm2)", _tv_swin(r"\3")),
+    (_TV_SWIN + r"attn\.(q|k|v)", lambda m: _tv_swin(f"attn/{_QKV[m[3]]}")(m)),
+    (_TV_SWIN + r"attn\.proj", _tv_swin("attn/out")),
+    (_TV_SWIN + r"mlp\.0", _tv_swin("mlp/fc1")), (_TV_SWIN + r"mlp\.3", _tv_swin("mlp/fc2")),
+    (r"norm", "norm"), (r"head", "head"),
+]
+_SWIN_TORCHVISION_RAW: list[Rule] = [
+    (_TV_SWIN + r"attn\.relative_position_bias_table", _tv_swin("relative_position_bias_table"))]
 _SWIN_HF_RAW: list[Rule] = [
     (_HF_SWIN + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
      _block("relative_position_bias_table"))]
@@ -271,6 +291,7 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("deit", "hf"): (_DEIT_HF, _DEIT_HF_RAW),
     ("swin", "timm"): (_SWIN_TIMM, _SWIN_TIMM_RAW),
     ("swin", "hf"): (_SWIN_HF, _SWIN_HF_RAW),
+    ("swin", "torchvision"): (_SWIN_TORCHVISION, _SWIN_TORCHVISION_RAW),
     **_CNN_RULES,
     **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
        for layout in ("timm", "torchvision", "lukemelas")},
