@@ -318,3 +318,13 @@ def test_swin_training_paths_agree():
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_grads), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_full_size_logits_equal_torchvision_swin_t(refs, tmp_path):
+    torch, torchvision, _ = refs
+    torch.manual_seed(0)
+    ref = _randomised(torchvision.models.swin_t(), torch)
+    path = _save_pth(torch, ref, str(tmp_path / "swin_t.pth"), "torchvision")
+    x = _images(224)
+    _assert_same(path, SWIN_T, x, _torch_logits(torch, ref, x))
