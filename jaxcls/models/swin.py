@@ -12,7 +12,7 @@ computed at trace time from the shapes, never in the step. Attention goes throug
 vit.Attention (`jax.nn.dot_product_attention` with the bias and mask as an additive bias).
 """
 
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import flax.linen as nn
@@ -53,14 +53,18 @@ def unpartition(windows, window: tuple[int, int], h: int, w: int):
     return x.reshape(-1, h, w, c)
 
 
+@cache  # one per window shape, shared by every block and trace (read only)
 def relative_position_index(window: tuple[int, int]) -> np.ndarray:
     """[T, T] index into the [(2wh-1)(2ww-1), heads] bias table of each query-key pair."""
     wh, ww = window
     coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")).reshape(2, -1)
     rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0)  # T, T, 2
-    return (rel[..., 0] + wh - 1) * (2 * ww - 1) + rel[..., 1] + ww - 1
+    index = (rel[..., 0] + wh - 1) * (2 * ww - 1) + rel[..., 1] + ww - 1
+    index.setflags(write=False)
+    return index
 
 
+@cache  # one per map, window and shift (read only)
 def shift_mask(size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
                ) -> np.ndarray:
     """[nW, T, T] additive mask (0 or MASKED) of the shifted windows of a padded map `size`:
@@ -71,7 +75,9 @@ def shift_mask(size: tuple[int, int], window: tuple[int, int], shift: tuple[int,
         for j, (w0, w1) in enumerate(regions[1]):
             img[h0:h1, w0:w1] = 3 * i + j  # the same slices as timm, for identical regions
     ids = partition(img[None, :, :, None], window)[..., 0]  # nW, T
-    return np.where(ids[:, None, :] != ids[:, :, None], MASKED, 0.0).astype(np.float32)
+    mask = np.where(ids[:, None, :] != ids[:, :, None], MASKED, 0.0).astype(np.float32)
+    mask.setflags(write=False)
+    return mask
 
 
 class SwinBlock(nn.Module):
