@@ -10,12 +10,13 @@ bar of the map's values; DIR/<name>_<method>.npy is the map itself at
 its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the patch grid
 (rollout) or pixels (integrated gradients: attribution summed over the colour channels).
 
-- `gradcam`, `gradcam++` (CNNs): class-score gradients at a layer chosen by module path (default:
-  the last top-level module with a spatial output, the last block of the last stage, or the
-  final LayerNorm on the map where a model has one, as timm's rw CoAtNets). The
+- `gradcam`, `gradcam++` (CNNs, Swin): class-score gradients at a layer chosen by module path
+  (default: the last top-level module with a spatial output, the last block of the last stage,
+  or the final LayerNorm on the map where a model has one: timm's rw CoAtNets, and Swin's
+  `norm`, whose output is the last stage's map [N, h, w, C]). The
   gradient with respect to the layer's output is taken by adding a zero "probe" to that output
   through `nn.intercept_methods`: d score / d probe = d score / d activation, no model edits.
-- `rollout` (ViT): Abnar & Zuidema (2020), the product over blocks of the head-averaged
+- `rollout` (ViT, DeiT): Abnar & Zuidema (2020), the product over blocks of the head-averaged
   attention weights with the residual as identity, 0.5 A + 0.5 I; the map is the class token's
   row (or, with pool="gap", the mean row) over the patch tokens.
 - `integrated_gradients` (any model): Sundararajan et al. (2017), the straight path from a
@@ -46,7 +47,8 @@ METHODS = ("gradcam", "gradcam++", "rollout", "integrated_gradients")
 
 
 def methods_for(model: nn.Module) -> tuple[str, ...]:
-    """The methods that apply to `model`: attention rollout for ViTs, Grad-CAM for the rest."""
+    """The methods that apply to `model`: attention rollout for ViTs (DeiTs too), Grad-CAM for
+    the rest (Swin: its default layer is the final norm's map, see `default_layer`)."""
     if isinstance(model, vit.ViT):
         return ("rollout", "integrated_gradients")
     return ("gradcam", "gradcam++", "integrated_gradients")
@@ -183,9 +185,12 @@ def rollout(weights: Sequence[jax.Array]) -> jax.Array:
 
 
 def rollout_map(model: vit.ViT, rolled: jax.Array) -> jax.Array:
-    """The patch-grid map [N, g, g] of a rollout: the class token's row, or with pool="gap"
-    (the output is the mean of all tokens) the mean row, over the patch tokens."""
-    patches = rolled[:, 0, 1:] if model.pool == "token" else jnp.mean(rolled, axis=1)
+    """The patch-grid map [N, g, g] of a rollout: the class token's row (a distilled DeiT: the
+    mean of the class and distillation tokens' rows, as its logits are the mean of their heads),
+    or with pool="gap" (the output is the mean of all tokens) the mean row, over the patch
+    tokens."""
+    k = len(model.prefix_tokens)
+    patches = jnp.mean(rolled[:, :k, k:] if k else rolled, axis=1)
     g = round(patches.shape[-1] ** 0.5)
     return patches.reshape(-1, g, g)
 

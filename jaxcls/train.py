@@ -309,7 +309,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         variables = weights.fit(
             pretrained, {"params": abstract_state.params,
                          "batch_stats": abstract_state.batch_stats},
-            new_head=lambda: jax.jit(lambda r: init(r).params["head"])(init_rng),
+            new_head=lambda: jax.jit(lambda r: weights.heads(init(r).params))(init_rng),
             replace_head=config.init_new_head)
         variables = sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
         state = jax.jit(lambda v: init(init_rng, variables=v),

@@ -236,3 +236,55 @@ def test_rollout_matches_a_numpy_reference():
     # pool="gap" averages all (patch) tokens, so its map is the mean row of the rollout.
     np.testing.assert_allclose(explain.rollout_map(model.clone(pool="gap"), rolled[:, 1:, 1:]),
                                reference[:, 1:, 1:].mean(1).reshape(2, 4, 4), rtol=1e-5)
+
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # half the compile time of small models
+
+
+def _random_variables(model, x, scale: float = 0.5):
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, scale, s.shape), s.dtype),
+                        jax.eval_shape(model.init, jax.random.key(0), x))
+
+
+def test_distilled_deit_rollout_reads_both_prefix_tokens():
+    """A distilled DeiT's logits average its class and distillation tokens: its map is the mean
+    of their rollout rows over the patch tokens (after the two prefix tokens)."""
+    model = models.create("deit_tiny_distilled_patch16_224", 3, patch_size=4, width=32, depth=2,
+                          num_heads=4, mlp_dim=64)
+    x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
+    variables = _random_variables(model, x)
+    assert explain.methods_for(model) == ("rollout", "integrated_gradients")
+    explainer = explain.make_explainer(model, "rollout")
+    weights, out = jax.device_get(jax.jit(lambda v, x: (  # one compile for both
+        explain.attention_weights(model, v, x), explainer(v, x, jnp.full(2, -1), jnp.zeros(()))),
+        compiler_options=FAST_COMPILE)(variables, x))
+    assert [w.shape for w in weights] == [(2, 4, 18, 18)] * 2  # cls, dist, 16 patches
+    reference = _rollout_reference(weights)
+    np.testing.assert_allclose(out["map"], reference[:, :2, 2:].mean(1).reshape(2, 4, 4),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_swin_gradcam_default_layer_is_the_final_norm_map():
+    """Swin's Grad-CAM default is its final LayerNorm, the last stage's map [N, h, w, C]; after
+    it come the mean over positions and the head, so d logit_c / dA = W_c / hw (CAM)."""
+    model = models.create("swin_tiny_patch4_window7_224", 3, embed_dim=8, depths=(1, 1),
+                          num_heads=(1, 2), window_size=4)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = _random_variables(model, x, 0.3)
+    assert explain.methods_for(model)[0] == "gradcam"
+    layers = explain.spatial_layers(model, variables, (32, 32, 3))
+    assert explain.default_layer(layers) == "norm"
+    classes = jnp.asarray([0, 2])
+    explainer = explain.make_explainer(model, "gradcam", "norm")
+    (activation, grads), out = jax.device_get(jax.jit(lambda v, x: (  # one compile for both
+        explain.layer_gradients(model, v, x, "norm", classes),
+        explainer(v, x, classes, jnp.zeros(()))), compiler_options=FAST_COMPILE)(variables, x))
+    assert activation.shape == (2, 4, 4, 16)  # 32 px / 4 / 2: stage 2's 4x4 map, 16 channels
+    kernel = np.asarray(variables["params"]["head"]["kernel"])
+    expected = kernel.T[np.asarray(classes)][:, None, None, :] / 16
+    np.testing.assert_allclose(grads, np.broadcast_to(expected, grads.shape), rtol=1e-5,
+                               atol=1e-7)
+    assert out["map"].shape == (2, 4, 4)
+    np.testing.assert_allclose(out["map"], explain.grad_cam(activation, grads), rtol=1e-5,
+                               atol=1e-7)

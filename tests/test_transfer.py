@@ -36,6 +36,13 @@ def test_layer_ids_put_blocks_in_order_for_every_family():
     ids, n = optim.layer_ids(list(_params("convnext_atto", 64)))
     assert n == 12 and ids["stage2_downsample_conv"] == ids["stage2_block1"] == 3
     assert ids["head_norm"] == ids["head"] == 13
+    ids, n = optim.layer_ids(list(_params("swin_tiny_patch4_window7_224")))
+    assert n == 12 and ids["patch_embed"] == ids["patch_norm"] == 0
+    assert ids["stage2_downsample"] == ids["stage2_block1"] == 3 and ids["stage4_block2"] == 12
+    assert ids["norm"] == ids["head"] == 13
+    ids, n = optim.layer_ids(list(_params("deit_tiny_distilled_patch16_224")))
+    assert n == 12 and ids["cls"] == ids["dist_token"] == ids["pos_embedding"] == 0
+    assert ids["head"] == ids["head_dist"] == 13
 
 
 def _updates(config, params, grads, n=1, steps_per_epoch=1):

@@ -1,7 +1,8 @@
 """Model registry: `config.model` names a constructor; `config.model_kwargs` overrides fields.
 
 Every model maps images NHWC float -> logits [N, num_classes] float32 with
-`model.apply(variables, images, train=False)`; its classifier Dense is the top-level `head`.
+`model.apply(variables, images, train=False)`; its classifier Dense is the top-level `head`
+(a distilled DeiT has a second one, `head_dist`: see models/deit.py).
 `python -m jaxcls.models` lists them with parameters and GMACs.
 """
 
@@ -14,6 +15,7 @@ from jaxcls.models import (
     alexnet,
     coatnet,
     convnext,
+    deit,
     densenet,
     efficientnet,
     inception,
@@ -21,6 +23,7 @@ from jaxcls.models import (
     mobilenet,
     regnet,
     resnet,
+    swin,
     vgg,
     vit,
 )
@@ -32,6 +35,7 @@ FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
 FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
 FAMILIES.update(regnet=regnet, coatnet=coatnet)
+FAMILIES.update(swin=swin, deit=deit)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}

@@ -108,6 +108,16 @@ FIGURES = {
     "coatnet_0_rw_224": (27435562, 4.4063, 224, "13f95c3d3e01"),
     "coatnet_1_rw_224": (41721502, 7.9922, 224, "dd328aae83db"),
     "coatnet_0_224": (25036820, 4.5465, 224, "ba7b1dfd33fa"),
+    # Swin, DeiT (2026-12-03): timm's figures (tests/test_zoo_attn.py).
+    "swin_tiny_patch4_window7_224": (28288354, 4.4906, 224, "e5dd560d2471"),
+    "swin_small_patch4_window7_224": (49606258, 8.7409, 224, "d26a3bba3dff"),
+    "swin_base_patch4_window7_224": (87768224, 15.4309, 224, "25e95cd028cc"),
+    "deit_tiny_patch16_224": (5717416, 1.2537, 224, "f583b49f5ac7"),
+    "deit_small_patch16_224": (22050664, 4.5989, 224, "ec2760254e27"),
+    "deit_base_patch16_224": (86567656, 17.5638, 224, "57d8b3baafb9"),
+    "deit_tiny_distilled_patch16_224": (5910800, 1.2610, 224, "c67c90de1a3c"),
+    "deit_small_distilled_patch16_224": (22436432, 4.6241, 224, "b60ce4cd3270"),
+    "deit_base_distilled_patch16_224": (87338192, 17.6568, 224, "505ca5b156f1"),
 }
 
 

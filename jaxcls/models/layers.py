@@ -22,13 +22,14 @@ class DropPath(nn.Module):
 
 
 def classifier(x, num_classes: int, dropout_rate: float, train: bool, dtype,
-               kernel_init: nn.initializers.Initializer | None = None):
-    """Dropout on the pooled features, then the Dense named `head` (the part a fine-tune replaces);
-    called inside a model's compact __call__, so `head` sits at the top of its params."""
+               kernel_init: nn.initializers.Initializer | None = None, name: str = "head"):
+    """Dropout on the pooled features, then the Dense named `head` (the part a fine-tune replaces;
+    `name` for a second classifier such as DeiT's `head_dist`); called inside a model's compact
+    __call__, so the head sits at the top of its params."""
     x = nn.Dropout(dropout_rate, deterministic=not train)(x)
     return nn.Dense(num_classes, kernel_init=kernel_init or nn.initializers.lecun_normal(),
                     dtype=dtype,
-                    name="head")(x).astype(jnp.float32)
+                    name=name)(x).astype(jnp.float32)
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:

@@ -41,7 +41,9 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; parameters query/key/value [D, H, D/H] and out [H, D/H, D]."""
+    """Multi-head self-attention; parameters query/key/value [D, H, D/H] and out [H, D/H, D].
+    `bias` (broadcastable to [B, heads, q, k]) is added to the attention logits (Swin's relative
+    position bias and shifted-window mask)."""
 
     num_heads: int
     dropout_rate: float = 0.0
@@ -49,7 +51,7 @@ class Attention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, bias=None):
         d = x.shape[-1]
         if d % self.num_heads:
             raise ValueError(f"width {d} is not divisible by num_heads {self.num_heads}")
@@ -61,12 +63,14 @@ class Attention(nn.Module):
             # attention out when dropout is asked for, or when the caller collects
             # intermediates (attention rollout reads the sown weights [B, heads, q, k]).
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
+            logits = logits if bias is None else logits + bias.astype(logits.dtype)
             weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(self.dtype)
             self.sow("intermediates", "attention_weights", weights)
             weights = nn.Dropout(self.dropout_rate, deterministic=not train)(weights)
             y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+            bias = None if bias is None else bias.astype(q.dtype)
+            y = jax.nn.dot_product_attention(q, k, v, bias, implementation=self.implementation)
         return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=dense_init, dtype=self.dtype,
                                name="out")(y)
 
@@ -132,16 +136,20 @@ class ViT(nn.Module):
     remat: bool = False  # recompute each block in the backward pass (less memory, more compute)
     dtype: Any = jnp.float32  # compute dtype; params stay float32
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        if self.pool not in ("token", "gap"):
-            raise ValueError(f"ViT pool must be 'token' or 'gap', got {self.pool!r}")
+    @property
+    def prefix_tokens(self) -> tuple[str, ...]:
+        """Names of the learned tokens put before the patch tokens (the class token)."""
+        return ("cls",) if self.pool == "token" else ()
+
+    def encode(self, x, train: bool):
+        """Images -> the encoder's normalised tokens [N, prefix + patches, width]; called from
+        a compact __call__ (the prefix tokens' parameters are named by `prefix_tokens`)."""
         x = PatchEmbed(self.patch_size, self.width, self.dtype, name="patch_embed")(x)
         n = x.shape[0]
-        if self.pool == "token":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width))
-            x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (n, 1, self.width)),
-                                 x], axis=1)
+        tokens = [jnp.broadcast_to(self.param(name, nn.initializers.zeros, (1, 1, self.width))
+                                   .astype(self.dtype), (n, 1, self.width))
+                  for name in self.prefix_tokens]
+        x = jnp.concatenate([*tokens, x], axis=1)
         posemb = self.param("pos_embedding", nn.initializers.normal(0.02),
                             (1, x.shape[1], self.width))
         x = x + posemb.astype(self.dtype)
@@ -151,7 +159,13 @@ class ViT(nn.Module):
             x = block(self.num_heads, self.mlp_dim, self.dropout_rate,
                       self.attention_dropout_rate, rate, self.layer_norm_eps, self.attention,
                       self.gelu_approximate, self.dtype, name=f"block{i}")(x, train)
-        x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
+        return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.pool not in ("token", "gap"):
+            raise ValueError(f"ViT pool must be 'token' or 'gap', got {self.pool!r}")
+        x = self.encode(x, train)
         x = x[:, 0] if self.pool == "token" else jnp.mean(x, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
@@ -169,10 +183,10 @@ SIZES = {  # width, depth, heads, mlp_dim
 }
 
 
-def vit(size: str, patch_size: int, **kwargs) -> ViT:
-    """ViT-`size`/`patch_size`; kwargs override any ViT field."""
+def vit(size: str, patch_size: int, module: type[ViT] = ViT, **kwargs) -> ViT:
+    """ViT-`size`/`patch_size` (a `module`: ViT or a subclass); kwargs override any field."""
     width, depth, heads, mlp_dim = SIZES[size]
-    return ViT(**{"patch_size": patch_size, "width": width, "depth": depth, "num_heads": heads,
+    return module(**{"patch_size": patch_size, "width": width, "depth": depth, "num_heads": heads,
                   "mlp_dim": mlp_dim, **kwargs})
 
 

@@ -146,12 +146,14 @@ def _abstract_variables(model: nn.Module, variables_like: dict, scheme: str,
         import qwix
 
         abstract = _abstract_qparams(qwix_model(model, scheme), image_size)
-        stats = {}
-        if scheme == "w8a8_static":  # the activation scales are parameters too
-            stats = jax.eval_shape(_calibration_step(model), variables_like, None,
-                                   jnp.zeros((1, image_size, image_size, 3)))
-        qparams = jax.eval_shape(lambda p, st: qwix.quantize_params(p, abstract, st), params,
-                                 stats)
+        if scheme == "w8a8_static":
+            # The activation scales are parameters too; quantize_params needs concrete
+            # statistics to make them, so one image's calibration gives the structure.
+            stats = _calibration_step(model)(variables_like, None,
+                                             jnp.zeros((1, image_size, image_size, 3)))
+            qparams = qwix.quantize_params(params, abstract, stats)
+        else:
+            qparams = jax.eval_shape(lambda p: qwix.quantize_params(p, abstract), params)
     return {**variables_like, "params": qparams}
 
 

@@ -28,6 +28,14 @@ from jaxcls.weights import files, layouts
 META_FILE = "jaxcls_weights.json"  # beside the variables of a converted checkpoint
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 INCEPTION = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # inputs in [-1, 1]
+# Top-level classifiers, replaced together for new classes (a distilled DeiT has two).
+HEADS = ("head", "head_dist")
+
+
+def heads(params: dict) -> dict:
+    """The classifier heads of a model's params ({"head": {...}, ...}): what `fit`'s new_head
+    returns."""
+    return {name: params[name] for name in HEADS if name in params}
 
 
 @dataclasses.dataclass
@@ -59,7 +67,7 @@ def _hf_metadata(folder: str, family: str) -> tuple[dict, dict]:
     """(model kwargs, preprocessing) from a Hugging Face folder's json files."""
     config = files.read_json(folder, "config.json")
     kwargs, pre = {}, {}
-    if family == "vit" and config:
+    if family in ("vit", "deit") and config:
         if config.get("hidden_act", "gelu") != "gelu":
             raise ValueError(f"{folder}: hidden_act={config['hidden_act']!r}; jaxcls ViTs use "
                              f"exact GELU")
@@ -149,9 +157,10 @@ def _listing(title: str, keys: list[str]) -> str:
 def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
         replace_head: bool = False) -> dict:
     """Variables shaped like `target` (the model's variables, or their shapes) holding the
-    checkpoint's tensors. The head (`params/head/...`) comes from `new_head()` (a fresh
-    initialisation) when the checkpoint has none or a different number of classes; a ViT
-    position embedding is resized to the model's grid. Any other missing, unexpected or
+    checkpoint's tensors. The heads (`params/head/...`, and a distilled DeiT's
+    `params/head_dist/...`) come from `new_head()` (a fresh initialisation: `heads(params)`)
+    when the checkpoint has none or a different number of classes; a ViT position embedding is
+    resized to the model's grid. Any other missing, unexpected or
     mis-shaped key raises ValueError listing all of them. `replace_head`: a new head even when
     the class counts match (the same number of different classes)."""
     flat_fresh = {sharding.path_str(key): v
@@ -160,7 +169,7 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
     head_classes = ckpt.num_classes
     for key, target in flat_fresh.items():
         value = ckpt.tensors.get(key)
-        is_head = key.startswith("params/head/")
+        is_head = key.split("/")[:2] in [["params", h] for h in HEADS]
         if value is None or (is_head and (replace_head or head_classes != target.shape[-1])):
             (replaced if is_head else missing).append(key)
             continue
@@ -168,7 +177,7 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
             if value.size == np.prod(target.shape):
                 value = value.reshape(target.shape)  # e.g. [D, H*Dh] -> [D, H, Dh]
             elif key == "params/pos_embedding":
-                prefix = 1 if "params/cls" in flat_fresh else 0
+                prefix = sum(f"params/{t}" in flat_fresh for t in ("cls", "dist_token"))
                 logging.info("resizing the position embedding from %s to %s", value.shape,
                              target.shape)
                 value = vit.resize_pos_embedding(value, target.shape[1], prefix)
@@ -185,9 +194,10 @@ def fit(ckpt: Checkpoint, target: dict, new_head: Callable[[], dict],
             + (_listing("shape mismatch", mismatched) if mismatched else ""))
     if replaced:
         logging.info("new head %s (checkpoint classes: %s)", replaced, head_classes)
-        head = new_head()
+        fresh = new_head()
         for key in replaced:
-            out[key] = np.asarray(head[key.split("/")[-1]])
+            _, module, leaf = key.split("/")
+            out[key] = np.asarray(fresh[module][leaf])
     return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
@@ -196,7 +206,7 @@ def _image_size(ckpt: Checkpoint, model) -> int | None:
     posemb = ckpt.tensors.get("params/pos_embedding")
     if posemb is None:
         return None
-    grid = int(round(np.sqrt(posemb.shape[1] - (model.pool == "token"))))
+    grid = int(round(np.sqrt(posemb.shape[1] - len(model.prefix_tokens))))
     return grid * model.patch_size
 
 
@@ -207,14 +217,14 @@ def build(ckpt: Checkpoint, model: str, num_classes: int | None = None,
     if classes is None:
         raise ValueError(f"{ckpt.path} has no classifier head: pass num_classes")
     module = models.create(model, classes, **{**ckpt.model_kwargs, **model_kwargs})
-    size = image_size or (_image_size(ckpt, module) if models.family(model) == "vit" else None)
+    size = image_size or (_image_size(ckpt, module) if isinstance(module, vit.ViT) else None)
     size = size or models.DEFAULT_IMAGE_SIZE[model]
     def init(key):
         return module.init(key, jnp.zeros((1, size, size, 3)))
 
     abstract = jax.eval_shape(init, jax.random.key(seed))
     variables = fit(ckpt, abstract, lambda: jax.jit(
-        lambda k: init(k)["params"]["head"])(jax.random.key(seed)))
+        lambda k: heads(init(k)["params"]))(jax.random.key(seed)))
     return module, jax.tree.map(jnp.asarray, variables)
 
 

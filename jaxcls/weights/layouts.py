@@ -53,10 +53,11 @@ _RESNET_HF: list[Rule] = [
 
 # ---- ViT ---------------------------------------------------------------------------------------
 _QKV = {"q": "query", "k": "key", "v": "value"}
-_HF_OLD = r"(?:vit\.)?encoder\.layer\.(\d+)\."  # on the Hub (transformers < 5)
-_HF_NEW = r"(?:vit\.)?layers\.(\d+)\."  # transformers >= 5
+_HF_VIT = r"(?:vit\.|deit\.)?"  # ViTForImageClassification's and DeiT's backbone prefixes
+_HF_OLD = _HF_VIT + r"encoder\.layer\.(\d+)\."  # on the Hub (transformers < 5)
+_HF_NEW = _HF_VIT + r"layers\.(\d+)\."  # transformers >= 5
 _VIT_HF: list[Rule] = [
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection", "patch_embed"),
+    (_HF_VIT + r"embeddings\.patch_embeddings\.projection", "patch_embed"),
     (_HF_OLD + r"attention\.attention\.(query|key|value)", r"block\1/attn/\2"),
     (_HF_NEW + r"attention\.(q|k|v)_proj", lambda m: f"block{m[1]}/attn/{_QKV[m[2]]}"),
     (_HF_OLD + r"attention\.output\.dense", r"block\1/attn/out"),
@@ -64,14 +65,14 @@ _VIT_HF: list[Rule] = [
     (_HF_OLD + r"intermediate\.dense", r"block\1/mlp/fc1"),
     (_HF_OLD + r"output\.dense", r"block\1/mlp/fc2"),
     (_HF_NEW + r"mlp\.(fc1|fc2)", r"block\1/mlp/\2"),
-    (r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.layernorm_before", r"block\1/norm1"),
-    (r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.layernorm_after", r"block\1/norm2"),
-    (r"(?:vit\.)?layernorm", "encoder_norm"),
+    (_HF_VIT + r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_before", r"block\1/norm1"),
+    (_HF_VIT + r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_after", r"block\1/norm2"),
+    (_HF_VIT + r"layernorm", "encoder_norm"),
     (r"classifier", "head"),
 ]
 _VIT_HF_RAW: list[Rule] = [
-    (r"(?:vit\.)?embeddings\.cls_token", "cls"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", "pos_embedding"),
+    (_HF_VIT + r"embeddings\.cls_token", "cls"),
+    (_HF_VIT + r"embeddings\.position_embeddings", "pos_embedding"),
 ]
 _VIT_TIMM: list[Rule] = [
     (r"patch_embed\.proj", "patch_embed"),
@@ -263,6 +264,71 @@ _COATNET_TIMM_RAW: list[Rule] = [
      _block("attn/relative_position_bias_table")),
 ]
 
+# ---- DeiT ----------------------------------------------------------------------------------
+# ViT's rules, and the distilled models' second token and head. Hugging Face's DeiT classes
+# (always with a distillation token) name the heads cls_classifier / distillation_classifier.
+_DEIT_TIMM: list[Rule] = [(r"head_dist", "head_dist"), *_VIT_TIMM]
+_DEIT_TIMM_RAW: list[Rule] = [(r"dist_token", "dist_token"), *_VIT_TIMM_RAW]
+_DEIT_HF: list[Rule] = [(r"cls_classifier", "head"), (r"distillation_classifier", "head_dist"),
+                        *_VIT_HF]
+_DEIT_HF_RAW: list[Rule] = [(_HF_VIT + r"embeddings\.distillation_token", "dist_token"),
+                            *_VIT_HF_RAW]
+
+# ---- Swin --------------------------------------------------------------------------------------
+# timm's stage i starts with its patch merging (`layers.i.downsample`); Hugging Face's stage i
+# ends with it, so HF's `layers.i.downsample` is stage i + 2 (1-based) here.
+_TIMM_SWIN = r"layers\.(\d+)\.blocks\.(\d+)\."
+_SWIN_TIMM: list[Rule] = [
+    (r"patch_embed\.proj", "patch_embed"), (r"patch_embed\.norm", "patch_norm"),
+    (r"layers\.(\d+)\.downsample\.(norm|reduction)",
+     lambda m: f"stage{_plus1(m, 1)}_downsample/{m[2]}"),
+    (_TIMM_SWIN + r"(norm1|norm2)", lambda m: _block(m[3])(m)),
+    (_TIMM_SWIN + r"attn\.(q|k|v)", lambda m: _block(f"attn/{_QKV[m[3]]}")(m)),
+    (_TIMM_SWIN + r"attn\.proj", _block("attn/out")),
+    (_TIMM_SWIN + r"mlp\.(fc1|fc2)", lambda m: _block(f"mlp/{m[3]}")(m)),
+    (r"norm", "norm"), (r"head\.fc", "head"),
+]
+_SWIN_TIMM_RAW: list[Rule] = [
+    (_TIMM_SWIN + r"attn\.relative_position_bias_table", _block("relative_position_bias_table"))]
+_HF_SWIN = r"(?:swin\.)?encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+_SWIN_HF: list[Rule] = [
+    (r"(?:swin\.)?embeddings\.patch_embeddings\.projection", "patch_embed"),
+    (r"(?:swin\.)?embeddings\.norm", "patch_norm"),
+    (r"(?:swin\.)?encoder\.layers\.(\d+)\.downsample\.(norm|reduction)",
+     lambda m: f"stage{int(m[1]) + 2}_downsample/{m[2]}"),
+    (_HF_SWIN + r"layernorm_before", _block("norm1")),
+    (_HF_SWIN + r"layernorm_after", _block("norm2")),
+    (_HF_SWIN + r"attention\.self\.(query|key|value)", lambda m: _block(f"attn/{m[3]}")(m)),
+    (_HF_SWIN + r"attention\.(q|k|v)_proj", lambda m: _block(f"attn/{_QKV[m[3]]}")(m)),
+    (_HF_SWIN + r"attention\.(?:output\.dense|o_proj)", _block("attn/out")),
+    (_HF_SWIN + r"(?:intermediate\.dense|mlp\.fc1)", _block("mlp/fc1")),
+    (_HF_SWIN + r"(?:output\.dense|mlp\.fc2)", _block("mlp/fc2")),
+    (r"(?:swin\.)?layernorm", "norm"), (r"classifier", "head"),
+]
+# torchvision: features = patch embedding, stage 1, merging, stage 2, merging, stage 3, ...
+_TV_SWIN = r"features\.([1357])\.(\d+)\."
+
+
+def _tv_swin(suffix: str) -> Callable[[re.Match], str]:
+    return lambda m: f"stage{(int(m[1]) + 1) // 2}_block{_plus1(m, 2)}/{m.expand(suffix)}"
+
+
+_SWIN_TORCHVISION: list[Rule] = [
+    (r"features\.0\.0", "patch_embed"), (r"features\.0\.2", "patch_norm"),
+    (r"features\.([246])\.(norm|reduction)",
+     lambda m: f"stage{int(m[1]) // 2 + 1}_downsample/{m[2]}"),
+    (_TV_SWIN + r"(norm1|norm2)", _tv_swin(r"\3")),
+    (_TV_SWIN + r"attn\.(q|k|v)", lambda m: _tv_swin(f"attn/{_QKV[m[3]]}")(m)),
+    (_TV_SWIN + r"attn\.proj", _tv_swin("attn/out")),
+    (_TV_SWIN + r"mlp\.0", _tv_swin("mlp/fc1")), (_TV_SWIN + r"mlp\.3", _tv_swin("mlp/fc2")),
+    (r"norm", "norm"), (r"head", "head"),
+]
+_SWIN_TORCHVISION_RAW: list[Rule] = [
+    (_TV_SWIN + r"attn\.relative_position_bias_table", _tv_swin("relative_position_bias_table"))]
+_SWIN_HF_RAW: list[Rule] = [
+    (_HF_SWIN + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
+     _block("relative_position_bias_table"))]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -275,6 +341,11 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("convnext", "hf"): (_CONVNEXT_HF, _CONVNEXT_HF_RAW),
     ("convnext", "timm"): (_CONVNEXT_TIMM, _CONVNEXT_TIMM_RAW),
     ("convnext", "torchvision"): (_CONVNEXT_TORCHVISION, _CONVNEXT_TORCHVISION_RAW),
+    ("deit", "timm"): (_DEIT_TIMM, _DEIT_TIMM_RAW),
+    ("deit", "hf"): (_DEIT_HF, _DEIT_HF_RAW),
+    ("swin", "timm"): (_SWIN_TIMM, _SWIN_TIMM_RAW),
+    ("swin", "hf"): (_SWIN_HF, _SWIN_HF_RAW),
+    ("swin", "torchvision"): (_SWIN_TORCHVISION, _SWIN_TORCHVISION_RAW),
     **_CNN_RULES,
     ("regnet", "timm"): (_REGNET_TIMM, []),
     ("regnet", "hf"): (_REGNET_HF, []),
@@ -291,8 +362,10 @@ KEY_REWRITES: dict[tuple[str, str], Callable[[dict], dict]] = {
 }
 # Families whose models keep timm's fused `qkv` (CoAtNet's is laid out head first, not q|k|v).
 KEEP_FUSED_QKV = ("coatnet",)
-# Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler.
-IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.)?pooler\..*|" + _AUX_HEADS)
+# Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler, Swin's
+# relative position index (a buffer older Hugging Face checkpoints store; jaxcls computes it).
+IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.|deit\.)?pooler\..*|"
+                     r".*relative_position_index|" + _AUX_HEADS)
 
 
 def detect(keys: list[str]) -> str:
