@@ -34,7 +34,9 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
             yield p
 
 
-def _load(path: str, size: int, crop_frac: float) -> tuple[np.ndarray | None, str | None]:
+def load_or_error(path: str, size: int, crop_frac: float
+                  ) -> tuple[np.ndarray | None, str | None]:
+    """(the decoded image, None), or (None, why) for a file that is not a readable image."""
     try:
         return images.load_image(path, size, crop_frac), None
     except Exception as e:  # PIL raises many types on non-image input; each means "skip it"
@@ -109,7 +111,8 @@ def predict(workdirs: list[str] | None, paths: Iterable[str], top_k: int = 5,
             chunk = files[start:start + predictor.batch_size]
             decoded, ok = {}, None
             for size, crop_frac in predictor.preprocessings():
-                loaded = list(pool.map(lambda p, s=size, c=crop_frac: _load(p, s, c), chunk))
+                loaded = list(pool.map(
+                    lambda p, s=size, c=crop_frac: load_or_error(p, s, c), chunk))
                 ok = [i for i, (x, _) in enumerate(loaded) if x is not None]
                 errors = {i: e for i, (_, e) in enumerate(loaded) if e is not None}
                 decoded[(size, crop_frac)] = np.stack([loaded[i][0] for i in ok]) if ok else None

@@ -17,49 +17,57 @@ from jaxcls.data import augment
 PROGRESS_EVERY_S = 10.0
 
 
-def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
-    """What `model`'s classifier Dense (the top-level `head`, by the registry's contract)
-    receives for `images` (normalised float NHWC), [N, D] float32; the head itself runs
-    nowhere."""
+def head_inputs_and_logits(model: nn.Module, variables: dict, images: jax.Array
+                           ) -> tuple[jax.Array, jax.Array]:
+    """(what `model`'s classifier Dense, the top-level `head` by the registry's contract,
+    receives for `images` (normalised float NHWC) as [N, D] float32, the logits)."""
     captured = []
 
     def intercept(next_fun, args, kwargs, context):
         scope = context.module.scope
         if context.method_name == "__call__" and scope is not None and scope.path == ("head",):
             captured.append(args[0])
-            return jnp.zeros(args[0].shape[:-1] + (context.module.features,), args[0].dtype)
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(intercept):
-        model.apply(variables, images, train=False)
+        logits = model.apply(variables, images, train=False)
     if not captured:
         raise ValueError(f"{type(model).__name__} has no top-level `head` module to probe")
     x = captured[-1]
-    return x.reshape(x.shape[0], -1).astype(jnp.float32)
+    return x.reshape(x.shape[0], -1).astype(jnp.float32), logits.astype(jnp.float32)
+
+
+def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
+    """The first of head_inputs_and_logits (under jit, XLA drops the unused head)."""
+    return head_inputs_and_logits(model, variables, images)[0]
 
 
 def extract(model: nn.Module, variables: dict, images: np.ndarray, mean: Sequence[float],
-            std: Sequence[float], batch_size: int = 256, label: str = "") -> np.ndarray:
+            std: Sequence[float], batch_size: int = 256, label: str = "",
+            with_logits: bool = False):
     """head_inputs of uint8 images [N, S, S, 3] (normalised by mean/std in [0, 1] units), in
-    batches split over all devices, with a progress line every 10 s."""
+    batches split over all devices, with a progress line every 10 s; `with_logits`: the
+    pair (features, logits)."""
     mesh = sharding.make_mesh()
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-    fn = jax.jit(lambda v, x: head_inputs(model, v, augment.normalize(x, mean, std)),
+    fn = jax.jit(lambda v, x: head_inputs_and_logits(model, v, augment.normalize(x, mean, std)),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.batch_sharding(mesh))
-    out, last, t0 = [], time.monotonic(), time.monotonic()
+    feats, logits, last, t0 = [], [], time.monotonic(), time.monotonic()
     for s in range(0, len(images), batch_size):
         chunk = images[s:s + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]),
                                                  chunk.dtype)])
-        out.append(np.asarray(fn(variables, padded))[:len(chunk)])
+        f, z = fn(variables, padded)
+        feats.append(np.asarray(f)[:len(chunk)])
+        logits.append(np.asarray(z)[:len(chunk)])
         if time.monotonic() - last >= PROGRESS_EVERY_S and s + batch_size < len(images):
             logging.info("features %s: %d/%d images", label, s + len(chunk), len(images))
             last = time.monotonic()
-    feats = np.concatenate(out)
+    feats = np.concatenate(feats)
     logging.info("features %s: %d images -> %d dims in %.1f s", label, len(images),
                  feats.shape[1], time.monotonic() - t0)
-    return feats
+    return (feats, np.concatenate(logits)) if with_logits else feats
 
 
 def fingerprint(variables: dict, images: np.ndarray, *extra) -> str:
