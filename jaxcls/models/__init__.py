@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 
 from jaxcls.models import (
+    airbench,
     alexnet,
     convnext,
     densenet,
@@ -28,7 +29,7 @@ from jaxcls.models import (
 # resolution the model is usually trained at). A new family is a module and one line here.
 FAMILIES = {"resnet": resnet, "vit": vit, "convnext": convnext}
 FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, densenet=densenet)
-FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
+FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet, airbench=airbench)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}
