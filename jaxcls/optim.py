@@ -245,8 +245,32 @@ def frozen_until(step: int, inner: optax.GradientTransformation, stop: int | Non
     return optax.GradientTransformation(init, update)
 
 
-# Conv kernels are HWIO: Newton-Schulz orthogonalises each [H*W*I, O] matrix.
-_CONV_MUON = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic Newton-Schulz coefficients
+
+
+def newton_schulz(g: jax.Array, steps: int, eps: float = 1e-7) -> jax.Array:
+    """About the orthogonal factor U V^T of matrix g = U S V^T (singular values pushed towards
+    1 by `steps` quintic Newton-Schulz iterations on g / |g|_F), as airbench's Muon."""
+    a, b, c = _NS_COEFFS
+    x = g / (jnp.linalg.norm(g) + eps)
+    wide = x.shape[0] <= x.shape[1]
+    x = x if wide else x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if wide else x.T
+
+
+def orthogonalize_kernels(steps: int) -> optax.GradientTransformation:
+    """Each update of a conv kernel [H, W, I, O] -> `newton_schulz` of it as an [H W I, O]
+    matrix (the order of its rows does not change the result)."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: newton_schulz(u.reshape(-1, u.shape[-1]), steps)
+                            .reshape(u.shape).astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def _direction(config: ml_collections.ConfigDict, weight_decay: float, direction: str
@@ -262,9 +286,10 @@ def _direction(config: ml_collections.ConfigDict, weight_decay: float, direction
         if weight_decay:
             chain.append(optax.add_decayed_weights(weight_decay))
     elif direction == "muon":
-        chain = [optax.contrib.scale_by_muon(
-            ns_steps=config.muon_ns_steps, beta=config.muon_momentum, nesterov=True,
-            weight_dimension_numbers=lambda p: jax.tree.map(lambda _: _CONV_MUON, p))]
+        # torch-style Nesterov momentum (a sum, not a bias-corrected average, as optax's
+        # scale_by_muon: airbench's first steps), then orthogonalised
+        chain = [optax.trace(config.muon_momentum, nesterov=True),
+                 orthogonalize_kernels(config.muon_ns_steps)]
         if weight_decay:
             chain.append(optax.add_decayed_weights(weight_decay))
     else:
