@@ -294,3 +294,16 @@ def test_muon_matches_airbench_and_sgd_trains_the_rest():
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["head"]["kernel"],
                                -(1 + config.momentum) * grads["head"]["kernel"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_airbench_recipe_trains_end_to_end(tmp_path):
+    """The recipe through train.run (digits, narrower groups, 3 epochs): whitening init from
+    the training images, frozen kernel, lookahead ending on the slow weights, TTA eval."""
+    config = defaults.load_config("configs/cifar10_airbench.py")
+    config.update(dataset="digits", batch_size=128, whiten_init_images=256, num_steps=33,
+                  num_epochs=None, log_every_steps=11, num_threads=1)
+    config.model_kwargs.widths = (16, 32, 32)
+    summary = train.run(config, str(tmp_path))
+    assert summary["steps"] == 33
+    assert summary["final_eval"]["accuracy"] > 0.8, summary["final_eval"]
