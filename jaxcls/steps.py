@@ -68,7 +68,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     def loss_and_grads(params, batch_stats, micro, rngs):
         augment_rng, dropout_rng = rngs
         # Soft targets (mixed by mixup/CutMix) for the loss; the metrics keep the hard labels.
-        context = ({k: micro[k] for k in ("index", "epoch")} if "epoch" in micro else None)
+        context = ({key: micro[key] for key in ("index", "epoch")} if "epoch" in micro
+                   else None)
         images, targets = augment.apply(pipeline, augment_rng, micro["image"], micro["label"],
                                         model.num_classes, _dtype(config), context)
         frozen = optim.frozen_mask(config, params)

@@ -233,9 +233,9 @@ def state_initializer(config: ml_collections.ConfigDict, model, tx):
                              ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0)
 
 
-def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[str, ...]:
-    """The path of config.whiten_init in `params`, checked to be a square conv kernel of 3
-    input channels and 2 x 3 k^2 filters (`whitening.whitening_kernel`'s shape)."""
+def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[tuple[str, ...], int]:
+    """(path, patch size k) of config.whiten_init in `params`, checked to be a k x k conv
+    kernel of 3 input channels and 2 x 3 k^2 filters (`whitening.whitening_kernel`'s shape)."""
     path = tuple(config.whiten_init.split("/"))
     leaf = params
     for key in path:
@@ -247,21 +247,20 @@ def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[str, ..
     if leaf.shape != (k, k, 3, 6 * k * k):
         raise ValueError(f"config.whiten_init={config.whiten_init!r} has shape {leaf.shape}; a "
                          f"whitening kernel of k x k patches is (k, k, 3, 6 k^2)")
-    return path
+    return path, k
 
 
 def whitened_params(config: ml_collections.ConfigDict, params, source):
     """`params` with config.whiten_init's kernel set from the patches of a seeded sample of
     config.whiten_init_images training images, normalised as the model sees them."""
-    path = whitening_target(config, params)
+    path, k = whitening_target(config, params)
     rng = np.random.default_rng(config.seed)
     n = min(config.whiten_init_images, len(source))
     idx = np.sort(rng.choice(len(source), n, replace=False))
-    images = (source.images[idx] if hasattr(source, "images")
+    images = (source.images[idx] if hasattr(source, "images")  # decoded in memory
               else np.stack([source[int(i)]["image"] for i in idx]))
     x = np.asarray(augment.normalize(images, config.mean, config.std))
-    kernel = whitening.whitening_kernel(x, params_leaf(params, path).shape[0],
-                                        config.whiten_init_eps)
+    kernel = whitening.whitening_kernel(x, k, config.whiten_init_eps)
 
     def replace(tree, keys):
         if not keys:
@@ -269,12 +268,6 @@ def whitened_params(config: ml_collections.ConfigDict, params, source):
         return {**tree, keys[0]: replace(tree[keys[0]], keys[1:])}
 
     return replace(params, path)
-
-
-def params_leaf(params, path: tuple[str, ...]):
-    for key in path:
-        params = params[key]
-    return params
 
 
 def augment_context(batch: dict, step: int, global_batch: int, num_train: int) -> dict:
