@@ -20,7 +20,9 @@ Measured: the full 475-step run (9.9 epochs) not yet: on the shared 2-core CPU (
 `--config.num_steps=16 --config.log_every_steps=4 --config.eval_tta=` (the recipe compressed
 to 16 steps, a third of an epoch; no TTA): train loss 2.25 (steps 1-4) -> 1.77 (steps 13-16),
 47.98% test top-1 (top-5 92.28%), 1396 s wall (decoding the 60,000 JPEGs into RAM about 50 s,
-the eval of 10,000 images 142 s). See BENCHMARKS.md.
+the eval of 10,000 images 142 s); the same checkpoint with the 6-view TTA (`python -m
+jaxcls.evaluate --workdir=W "--tta=translate(1)|flip"`, probabilities averaged): 48.64%.
+See BENCHMARKS.md.
 """
 
 from jaxcls import defaults
