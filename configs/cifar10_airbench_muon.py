@@ -13,7 +13,11 @@ Rates are airbench's on its summed loss times the batch (jaxcls averages the los
 depend on the gradient's scale). One difference: airbench decays the whitening bias's rate to
 0 over its 3 epochs; here it follows the run's schedule and stops at epoch 3.
 
-Measured: not yet measured (builds and takes optimizer steps in tests/test_airbench.py).
+Measured: not yet measured. A short run on the shared 2-core CPU (2026-12-03; 23 GiB of RAM
+shared with other jobs), the command above plus `--config.num_steps=8 --config.eval_tta=`, was
+killed for memory before its first logged step, at 9.5 GB resident for batch 2000 (the
+1024-example airbench run above holds 4.7 GB); `--config.grad_accum_steps=2` halves the
+activations. Its optimizer step is checked against airbench's in tests/test_airbench.py.
 """
 
 import os
