@@ -71,7 +71,8 @@ def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
     model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
     init = train.state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, jax.random.key(0))
-    state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state)
+    state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state,
+                                                        total_steps=10_000)
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
     n, s = config.batch_size, config.image_size
     batch = jax.device_put({

@@ -77,20 +77,30 @@ def get_config() -> ml_collections.ConfigDict:
     c.wd_multipliers = ()  # ((regex, multiplier), ...) on the weight decay
     c.layer_decay = 1.0  # layer-wise lr decay: block i of L gets layer_decay**(L + 1 - i) (1: off)
     c.ema_decay = 0.0  # keep an EMA of the params, evaluated beside them as split eval_ema (0: off)
+    c.freeze_epochs = ()  # ((regex, epoch), ...): matching parameters stop training at that epoch
+    c.whiten_init = ""  # conv kernel path set from train-patch statistics ("": off; whitening.py)
+    c.whiten_init_images = 5000  # whiten_init: a seeded sample of this many training images
+    c.whiten_init_eps = 5e-4  # whiten_init: filters are eigenvectors / sqrt(eigenvalue + eps)
 
     # --- optimisation --------------------------------------------------------------------------
     c.batch_size = 128  # global batch, split over all devices and processes
     c.grad_accum_steps = 1  # split each batch into this many micro-batches, one update per batch
     c.num_epochs = placeholder(float)  # training length in epochs ...
     c.num_steps = placeholder(int)  # ... or in steps (wins when both are set)
-    c.optimizer = "sgd"  # sgd | adamw
+    c.optimizer = "sgd"  # sgd | adamw | muon (Newton-Schulz on conv kernels, sgd on the rest)
     c.learning_rate = 0.1  # peak learning rate, reached at the end of warm-up
     c.momentum = 0.9  # sgd momentum (0: plain SGD)
     c.nesterov = False  # sgd: Nesterov momentum
+    c.muon_momentum = 0.95  # muon: Nesterov momentum of the conv kernels (orthogonalised after)
+    c.muon_ns_steps = 5  # muon: Newton-Schulz iterations
+    c.muon_renormalize = False  # muon: rescale each kernel to norm sqrt(out channels) each step
     c.b1 = 0.9  # adamw beta1
     c.b2 = 0.999  # adamw beta2
     c.weight_decay = 5e-4  # decoupled for adamw, L2-style for sgd; never on biases or norm scales
-    c.schedule = "cosine"  # cosine | step | constant | plateau (constant, cut when eval stalls)
+    c.decay_all = False  # weight decay on biases and norm parameters too (airbench decays all)
+    c.decoupled_decay = False  # sgd: weight_decay is the decay per step at peak lr (any lr mult)
+    c.schedule = "cosine"  # cosine | step | constant | plateau (cut on stalls) | piecewise_linear
+    c.schedule_points = ()  # piecewise_linear: ((fraction of the run, x learning_rate), ...)
     c.warmup_epochs = placeholder(float)  # linear warm-up from 0, in epochs ...
     c.warmup_steps = placeholder(int)  # ... or steps
     c.min_learning_rate = 0.0  # cosine: final learning rate
@@ -102,6 +112,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.plateau_min_delta = 0.0  # plateau: an improvement must beat the best by more than this
     c.plateau_min_learning_rate = 0.0  # plateau: the rate is never cut below this
     c.label_smoothing = 0.0  # cross-entropy label smoothing
+    c.lookahead_every = 0  # every N steps the weights move to a slow copy, and it to them (0: off)
+    c.lookahead_decay = 0.95**5  # lookahead: the slow copy keeps this x (step / steps)^power ...
+    c.lookahead_power = 3.0  # ... of itself at each sync (1 at the last step: the run ends on it)
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
     # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
@@ -116,6 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every_epochs = placeholder(float)  # evaluate every N epochs ...
     c.eval_every_steps = placeholder(int)  # ... or steps (neither: only at the end)
     c.final_eval = True  # evaluate when training ends (benchmarks turn it off)
+    c.eval_tta = ""  # TTA views of the in-training evals, e.g. "translate(1)|flip" (data/tta.py)
     c.checkpoint_every_steps = 1000  # also saved at every evaluation and at the end
     c.keep_checkpoints = 3  # keep the last K checkpoints, plus the best by eval accuracy
     c.early_stopping_metric = ""  # stop when this eval metric stalls ("": off; loss is minimised)

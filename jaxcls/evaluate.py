@@ -140,9 +140,9 @@ def _streaming(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def log_probs_fn(run: Run, tta_spec: str = ""):
-    """The pure (variables, uint8 images [B, S, S, 3]) -> log-probabilities [B, C], averaged
-    over the TTA views' probabilities: normalisation and the model (not jitted; jaxcls.export
-    serialises it)."""
+    """The pure (variables, uint8 images [B, S, S, 3]) -> log-probabilities [B, C], the TTA
+    views' probabilities averaged with their weights (`tta.view_weights`): normalisation and
+    the model (not jitted; jaxcls.export serialises it)."""
     config = run.config
     tta.parse(tta_spec, config.crop_frac)  # a bad spec fails here, before any work
 
@@ -153,7 +153,8 @@ def log_probs_fn(run: Run, tta_spec: str = ""):
         x = augment.normalize(views, config.mean, config.std, jnp.dtype(config.dtype))
         logits = run.model.apply(variables, x, train=False).astype(jnp.float32)
         log_probs = jax.nn.log_softmax(logits).reshape(n, v, -1)
-        return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(v)  # log of the mean probability
+        log_weights = jnp.log(tta.view_weights(tta_spec, config.crop_frac))[None, :, None]
+        return jax.nn.logsumexp(log_probs + log_weights, axis=1)  # log of the mean probability
 
     return predict
 

@@ -10,7 +10,7 @@ import ml_collections
 import optax
 
 from jaxcls import losses, metrics, optim
-from jaxcls.data import augment
+from jaxcls.data import augment, tta
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -19,19 +19,23 @@ class TrainState(flax.struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     ema_params: Any = None  # exponential moving average of params (config.ema_decay > 0)
+    slow: Any = None  # lookahead's slow {"params", "batch_stats"} (config.lookahead_every > 0)
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               image_size: int, ema: bool = False, variables: dict | None = None
-               ) -> TrainState:
-    """Parameters (fresh, or the given pretrained `variables`), BatchNorm statistics,
-    optimizer state and, with `ema`, the moving average starting at the parameters."""
+               image_size: int, ema: bool = False, variables: dict | None = None,
+               lookahead: bool = False) -> TrainState:
+    """Parameters (fresh, or the given `variables`: pretrained, or with a whitening kernel),
+    BatchNorm statistics, optimizer state and, with `ema` / `lookahead`, the moving average /
+    the slow weights starting at the parameters."""
     if variables is None:
         variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3)), train=False)
-    params = variables["params"]
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    slow = {"params": params, "batch_stats": batch_stats}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      ema_params=jax.tree.map(jnp.copy, params) if ema else None)
+                      batch_stats=batch_stats, opt_state=tx.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+                      slow=jax.tree.map(jnp.copy, slow) if lookahead else None)
 
 
 def _dtype(config: ml_collections.ConfigDict):
@@ -49,9 +53,13 @@ def step_rngs(rng: jax.Array, step, micro=None) -> tuple[jax.Array, jax.Array]:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict):
-    """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask.
-    The model's `num_classes` field sizes the soft targets."""
+                    config: ml_collections.ConfigDict, total_steps: int | None = None):
+    """train_step(state, batch, rng) -> (state, Metrics); batch: image uint8, label, mask (and
+    int index, epoch per example when an augment op needs them: `augment.needs_context`).
+    The model's `num_classes` field sizes the soft targets; `total_steps` (the run's length)
+    times config.lookahead_every's schedule."""
+    if config.lookahead_every > 0 and not total_steps:
+        raise ValueError("config.lookahead_every needs the run's total_steps")
     k = config.grad_accum_steps
     pipeline = augment.from_config(config)
     loss = losses.make_loss(config)
@@ -60,8 +68,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     def loss_and_grads(params, batch_stats, micro, rngs):
         augment_rng, dropout_rng = rngs
         # Soft targets (mixed by mixup/CutMix) for the loss; the metrics keep the hard labels.
+        context = ({key: micro[key] for key in ("index", "epoch")} if "epoch" in micro
+                   else None)
         images, targets = augment.apply(pipeline, augment_rng, micro["image"], micro["label"],
-                                        model.num_classes, _dtype(config))
+                                        model.num_classes, _dtype(config), context)
         frozen = optim.frozen_mask(config, params)
 
         def loss_fn(p):
@@ -111,8 +121,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         ema_params = state.ema_params
         if config.ema_decay > 0:
             ema_params = optax.incremental_update(params, ema_params, 1.0 - config.ema_decay)
+        slow = state.slow
+        if config.lookahead_every > 0:
+            fast, slow = optim.lookahead_sync(
+                {"params": params, "batch_stats": batch_stats}, slow, state.step + 1,
+                total_steps, config.lookahead_every, config.lookahead_decay,
+                config.lookahead_power)
+            params, batch_stats = fast["params"], fast["batch_stats"]
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, ema_params=ema_params)
+                            opt_state=opt_state, ema_params=ema_params, slow=slow)
         return new, m
 
     return train_step
@@ -121,12 +138,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
     """eval_step(state, batch) -> Metrics, with running BatchNorm statistics. The eval loss is
     the plain cross-entropy (binary per label for multilabel, mean over labels), whatever the
-    training loss, so that runs stay comparable."""
+    training loss, so that runs stay comparable. With config.eval_tta, the logits are the
+    weighted mean of the views' (`tta.tta_views`, as airbench averages them)."""
+    tta.parse(config.eval_tta, config.crop_frac)
 
     def eval_step(state: TrainState, batch: dict) -> metrics.Metrics:
-        images = augment.normalize(batch["image"], config.mean, config.std, _dtype(config))
-        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
-                             train=False)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        views = tta.tta_views(batch["image"], config.eval_tta, config.crop_frac)
+        weights = tta.view_weights(config.eval_tta, config.crop_frac)
+        v, n = views.shape[:2]
+        views = views.swapaxes(0, 1).reshape(n * v, *views.shape[2:])  # each device: its rows
+        images = augment.normalize(views, config.mean, config.std, _dtype(config))
+        logits = model.apply(variables, images, train=False).reshape(n, v, -1)
+        logits = jnp.einsum("v,nvc->nc", weights, logits)
         if config.task == "multilabel":
             loss = jnp.mean(losses.sigmoid_focal_terms(logits, batch["label"]), axis=-1)
             return metrics.gather_multilabel(loss, logits, batch["label"], batch["mask"],

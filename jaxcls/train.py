@@ -26,7 +26,8 @@ from jaxcls import (
     weights,
     writers,
 )
-from jaxcls.data import augment, loader, sources
+from jaxcls.data import augment, loader, sources, tta
+from jaxcls.models import whitening
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -54,6 +55,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
     monitor.check(config)
+    if config.schedule == "piecewise_linear":
+        optim.check_schedule_points(config.schedule_points)
+    if config.lookahead_every < 0 or not 0.0 <= config.lookahead_decay <= 1.0:
+        raise ValueError(f"config.lookahead_every={config.lookahead_every} must be >= 0 and "
+                         f"config.lookahead_decay={config.lookahead_decay} in [0, 1]")
+    tta.parse(config.eval_tta, config.crop_frac)
+    if config.whiten_init:
+        whitening_target(config, jax.eval_shape(lambda: create_model(config, 2).init(
+            jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3))))
+            ["params"])
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
     if config.layer_decay <= 0:
@@ -217,18 +228,67 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def state_initializer(config: ml_collections.ConfigDict, model, tx):
-    """init(rng, variables=None) -> TrainState for this config (image size, EMA)."""
+    """init(rng, variables=None) -> TrainState for this config (image size, EMA, lookahead)."""
     return functools.partial(steps.init_state, model, tx, image_size=config.image_size,
-                             ema=config.ema_decay > 0)
+                             ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0)
 
 
-def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state):
-    """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated."""
+def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[tuple[str, ...], int]:
+    """(path, patch size k) of config.whiten_init in `params`, checked to be a k x k conv
+    kernel of 3 input channels and 2 x 3 k^2 filters (`whitening.whitening_kernel`'s shape)."""
+    path = tuple(config.whiten_init.split("/"))
+    leaf = params
+    for key in path:
+        if not isinstance(leaf, dict) or key not in leaf:
+            raise ValueError(f"config.whiten_init={config.whiten_init!r} is not a parameter of "
+                             f"{config.model!r}")
+        leaf = leaf[key]
+    k = leaf.shape[0]
+    if leaf.shape != (k, k, 3, 6 * k * k):
+        raise ValueError(f"config.whiten_init={config.whiten_init!r} has shape {leaf.shape}; a "
+                         f"whitening kernel of k x k patches is (k, k, 3, 6 k^2)")
+    return path, k
+
+
+def whitened_params(config: ml_collections.ConfigDict, params, source):
+    """`params` with config.whiten_init's kernel set from the patches of a seeded sample of
+    config.whiten_init_images training images, normalised as the model sees them."""
+    path, k = whitening_target(config, params)
+    rng = np.random.default_rng(config.seed)
+    n = min(config.whiten_init_images, len(source))
+    idx = np.sort(rng.choice(len(source), n, replace=False))
+    images = (source.images[idx] if hasattr(source, "images")  # decoded in memory
+              else np.stack([source[int(i)]["image"] for i in idx]))
+    x = np.asarray(augment.normalize(images, config.mean, config.std))
+    kernel = whitening.whitening_kernel(x, k, config.whiten_init_eps)
+
+    def replace(tree, keys):
+        if not keys:
+            return jax.device_put(kernel, tree.sharding)
+        return {**tree, keys[0]: replace(tree[keys[0]], keys[1:])}
+
+    return replace(params, path)
+
+
+def augment_context(batch: dict, step: int, global_batch: int, num_train: int) -> dict:
+    """This process's rows' training-set index and epoch (int32) for augment ops that need
+    them: row r of global batch `step` is position step x global_batch + r of the endless
+    stream of shuffled epochs (`loader.train_iterator`)."""
+    first = step * global_batch + jax.process_index() * len(batch["index"])
+    position = first + np.arange(len(batch["index"]), dtype=np.int64)
+    return {"index": np.asarray(batch["index"], np.int32),
+            "epoch": (position // num_train).astype(np.int32)}
+
+
+def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state,
+                  total_steps: int | None = None):
+    """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated.
+    `total_steps` is the run's length (lookahead's schedule needs it)."""
     state_sharding = sharding.tree_shardings(mesh, abstract_state,
                                              sharding.rules(config.sharding),
                                              config.fsdp_min_size)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    train_step = jax.jit(steps.make_train_step(model, tx, config),
+    train_step = jax.jit(steps.make_train_step(model, tx, config, total_steps),
                          in_shardings=(state_sharding, batch_sharding, replicated),
                          out_shardings=(state_sharding, replicated), donate_argnums=0)
     eval_step = jax.jit(steps.make_eval_step(model, config),
@@ -283,7 +343,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
-                                                          abstract_state)
+                                                          abstract_state, total_steps)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     logging.info("model %s: %s parameters on %d device(s); train state %.1f MiB per device "
                  "(%s)", config.model, f"{num_params:,}", jax.device_count(),
@@ -317,6 +377,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
+        if config.whiten_init:
+            variables = {"params": whitened_params(config, state.params, dataset.train),
+                         "batch_stats": state.batch_stats}
+            state = jax.jit(lambda v: init(init_rng, variables=v),
+                            out_shardings=state_sharding)(variables)
+            logging.info("%s set from the patch statistics of %d training images",
+                         config.whiten_init, min(config.whiten_init_images, len(dataset.train)))
 
     stop = preemption.StopRequest(check_every=config.log_every_steps,
                                   timeout_s=config.stop_timeout_s,
@@ -334,6 +401,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return metrics.merge_on_host(outputs)
 
     # ---- loop --------------------------------------------------------------------------------
+    needs_context = augment.needs_context(augment.from_config(config))
     writer = writers.MetricWriter(workdir, start_step)
     evals = eval_rows(os.path.join(workdir, "metrics.jsonl"))
     best_value, best_step = best_eval(evals, best_metric(config))
@@ -390,7 +458,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for step in range(start_step, start_step if early_stop else total_steps):
             batch = next(train_iter)
             note_unreadable(batch, dataset.train)
-            state, m = train_step(state, loader.to_global(batch, batch_sharding), step_rng)
+            global_batch = loader.to_global(batch, batch_sharding)
+            if needs_context:
+                context = augment_context(batch, step, config.batch_size, len(dataset.train))
+                global_batch.update({k: jax.make_array_from_process_local_data(batch_sharding, v)
+                                     for k, v in context.items()})
+            state, m = train_step(state, global_batch, step_rng)
             pending.append(m)
             done = step + 1
             stopping = stop.reached(done, m)  # the same step on every process

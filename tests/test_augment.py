@@ -70,7 +70,7 @@ def test_parse_fills_every_field():
 
 @pytest.mark.parametrize("spec, message", [
     ("crop(4)|fliplr", r"unknown augment op 'fliplr'.*valid ops: random_resized_crop, crop, "),
-    ("crop(4, 5, 6)", r"too many positional arguments; signature: crop\(padding: int"),
+    ("crop(4, 5, 'reflect', 7)", r"too many positional arguments; signature: crop\(padding: int"),
     ("crop(padding='4')", r"padding='4' is not int"),
     ("flip(p=1.5)", r"flip\(p=1.5\)': p=1.5 must be in \[0, 1\]"),
     ("rotate(degrees=10, angle=3)", r"unexpected keyword argument 'angle'.*signature: rotate"),

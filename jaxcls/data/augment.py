@@ -10,9 +10,10 @@ each:
 
 1. `random_resized_crop(...)`, only first: done by the host loader at decode time
    (`Pipeline.host_crop`);
-2. image ops (crop, flips, rotate, affine, elastic, color_jitter, grayscale, noise, blur,
-   corrupt (an ImageNet-C corruption: `corrupt("fog", 3)`), randaugment, trivialaugment,
-   autoaugment, augmix) on each image in [0, 255], then normalisation with config.mean / config.std;
+2. image ops (crop, flips (`flip_alternate`: airbench's flip schedule over epochs), rotate,
+   affine, elastic, color_jitter, grayscale, noise, blur, corrupt (an ImageNet-C corruption:
+   `corrupt("fog", 3)`), randaugment, trivialaugment, autoaugment, augmix) on each image in
+   [0, 255], then normalisation with config.mean / config.std;
 3. `erasing` / `cutout`, only last: on the normalised image, as timm erases.
 
 Then mixup / CutMix (config.mixup, `mixup.py`) mix pairs of examples and their targets (the
@@ -228,6 +229,7 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float],
 
 
 def _image_fns(pipeline: Pipeline, stage: str) -> list:
+    """[(per-image function, whether it takes the example's context)] of `stage`'s ops."""
     mean_pixel = tuple(round(255.0 * m) for m in pipeline.mean)
     fns = []
     for op in pipeline.ops:
@@ -235,35 +237,46 @@ def _image_fns(pipeline: Pipeline, stage: str) -> list:
             args = dict(op.args)
             if "fill" in args and args["fill"] is None:
                 args["fill"] = mean_pixel  # timm fills geometric ops with the mean colour
-            fns.append(OPS[op.name].builder(**args))
+            fns.append((OPS[op.name].builder(**args), OPS[op.name].context))
     return fns
 
 
 def _chain(fns: list):
-    def per_image(rngs, img):  # rngs: one key per op
-        for i, fn in enumerate(fns):
-            img = fn(rngs[i], img)
+    def per_image(rngs, img, ctx):  # rngs: one key per op
+        for i, (fn, takes_context) in enumerate(fns):
+            img = fn(rngs[i], img, ctx) if takes_context else fn(rngs[i], img)
         return img
 
     return per_image
 
 
+def needs_context(pipeline: Pipeline) -> bool:
+    """Whether an op needs each example's training-set index and epoch (`apply`'s context)."""
+    return any(OPS[op.name].context for op in pipeline.ops)
+
+
 def apply(pipeline: Pipeline, rng: jax.Array, images: jax.Array, labels: jax.Array,
-          num_classes: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+          num_classes: int, dtype=jnp.float32, context: dict | None = None
+          ) -> tuple[jax.Array, jax.Array]:
     """uint8 images [N, H, W, 3] and labels (int [N], or multi-hot [N, C] for multi-label) ->
     (augmented, normalised images in `dtype`, targets [N, num_classes] float32, mixed by
-    mixup/CutMix; the loss applies label smoothing)."""
+    mixup/CutMix; the loss applies label smoothing). `context`: {"index": int [N], "epoch":
+    int [N]} of the examples, for the ops that need them (`needs_context`); without it, index
+    0..N-1 and epoch 0."""
     image_rng, normalized_rng, mix_rng = jax.random.split(rng, 3)
     n = images.shape[0]
+    if context is None:
+        context = {"index": jnp.arange(n), "epoch": jnp.zeros(n, jnp.int32)}
     x = images.astype(jnp.float32)
     image_fns = _image_fns(pipeline, "image")
     if image_fns:
-        x = jax.vmap(_chain(image_fns))(jax.random.split(image_rng, (n, len(image_fns))), x)
+        x = jax.vmap(_chain(image_fns))(jax.random.split(image_rng, (n, len(image_fns))), x,
+                                        context)
     x = normalize(x, pipeline.mean, pipeline.std)
     normalized_fns = _image_fns(pipeline, "normalized")
     if normalized_fns:
         x = jax.vmap(_chain(normalized_fns))(
-            jax.random.split(normalized_rng, (n, len(normalized_fns))), x)
+            jax.random.split(normalized_rng, (n, len(normalized_fns))), x, context)
     targets = (jax.nn.one_hot(labels, num_classes) if labels.ndim == 1
                else labels.astype(jnp.float32))
     x, targets = mixup_lib.mix(mix_rng, x, targets, pipeline.mixup)

@@ -3,7 +3,9 @@
 A builder's signature is the op's signature in the config string (`crop(4)`, `flip(p=0.5)`,
 `randaugment(2, 9, magnitude_std=0.5)`); it checks its arguments and returns a per-image function
 `fn(rng, img) -> img` that `augment.apply` vmaps over the batch, so every example draws its own
-parameters. Three stages, in this order in a pipeline:
+parameters; an op marked `context` gets `fn(rng, img, ctx)` with the example's `ctx["index"]`
+(its position in the training set) and `ctx["epoch"]` (the epoch it is drawn in), for schedules
+over epochs such as `flip_alternate`. Three stages, in this order in a pipeline:
 
 - `host`: `random_resized_crop`, done by the host loader at decode time (no device function);
 - `image`: float32 [H, W, 3] in [0, 255] (the deterministic ops of `image_ops` and the policies
@@ -28,14 +30,16 @@ from jaxcls.data import image_ops, policies
 from jaxcls.robustness import corruptions
 
 ImageFn = Callable[[jax.Array, jax.Array], jax.Array]
+ContextFn = Callable[[jax.Array, jax.Array, dict], jax.Array]  # (rng, img, ctx) -> img
 Range = float | tuple[float, float]
 Fill = float | tuple[float, float, float] | None
 Interpolation = Literal["nearest", "bilinear"]
 
 
 class OpSpec(NamedTuple):
-    builder: Callable[..., ImageFn | None]  # its signature is the op's signature
+    builder: Callable[..., ImageFn | ContextFn | None]  # its signature is the op's signature
     stage: Literal["host", "image", "normalized"]
+    context: bool = False  # its function takes the example's index and epoch (a ContextFn)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -97,14 +101,20 @@ def random_resized_crop(size: int | None = None, scale: tuple[float, float] = (0
 
 # ---- image stage: geometry ---------------------------------------------------------------------
 
-def crop(padding: int, fill: float = 0.0) -> ImageFn:
-    """Random crop of the original size from the image padded by `padding` pixels of `fill`."""
+def crop(padding: int, fill: float = 0.0,
+         padding_mode: Literal["constant", "reflect"] = "constant") -> ImageFn:
+    """Random crop of the original size from the image padded by `padding` pixels of `fill`,
+    or by its reflection (padding_mode="reflect", as np.pad and torchvision: airbench's
+    translate); the shifts in y and x are independent, uniform in -padding..padding."""
     _check(padding >= 0, f"padding={padding} must be >= 0")
 
     def fn(rng, img):
         h, w, c = img.shape
-        padded = jnp.pad(img, ((padding, padding), (padding, padding), (0, 0)),
-                         constant_values=fill)
+        _check(padding_mode == "constant" or padding < min(h, w),
+               f"padding={padding}: reflect padding needs images larger than it")
+        pads = ((padding, padding), (padding, padding), (0, 0))
+        padded = (jnp.pad(img, pads, mode="reflect") if padding_mode == "reflect"
+                  else jnp.pad(img, pads, constant_values=fill))
         y, x = _randint(_draws(rng, 2), 2 * padding + 1)
         return jax.lax.dynamic_slice(padded, (y, x, 0), (h, w, c))
 
@@ -115,6 +125,19 @@ def flip(p: float = 0.5) -> ImageFn:
     """Horizontal (left-right) flip with probability p."""
     _prob(p)
     return lambda rng, img: _where(_draws(rng, 1)[0], p, image_ops.hflip(img), img)
+
+
+def flip_alternate(seed: int = 0) -> ContextFn:
+    """airbench's alternating flip: in its first epoch example i is mirrored or not, a fair coin
+    fixed by (seed, i); in every later epoch it is the opposite of the epoch before, so each
+    image is seen both ways in every two epochs."""
+
+    def fn(rng, img, ctx):
+        del rng  # the draw depends on the example, not on the step
+        first = jax.random.bernoulli(jax.random.fold_in(jax.random.key(seed), ctx["index"]))
+        return jnp.where(first ^ (ctx["epoch"] % 2 == 1), image_ops.hflip(img), img)
+
+    return fn
 
 
 def vflip(p: float = 0.5) -> ImageFn:
@@ -394,6 +417,7 @@ OPS: dict[str, OpSpec] = {
     "random_resized_crop": OpSpec(random_resized_crop, "host"),
     "crop": OpSpec(crop, "image"),
     "flip": OpSpec(flip, "image"),
+    "flip_alternate": OpSpec(flip_alternate, "image", context=True),
     "vflip": OpSpec(vflip, "image"),
     "rotate": OpSpec(rotate, "image"),
     "affine": OpSpec(affine, "image"),

@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 
 from jaxcls.models import (
+    airbench,
     alexnet,
     coatnet,
     convnext,
@@ -36,6 +37,7 @@ FAMILIES.update(lenet=lenet, alexnet=alexnet, vgg=vgg, inception=inception, dens
 FAMILIES.update(efficientnet=efficientnet, mobilenet=mobilenet)
 FAMILIES.update(regnet=regnet, coatnet=coatnet)
 FAMILIES.update(swin=swin, deit=deit)
+FAMILIES.update(airbench=airbench)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: fn for module in FAMILIES.values() for name, fn in module.MODELS.items()}
