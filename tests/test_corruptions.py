@@ -215,6 +215,7 @@ def trained(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # (CI budget) a 2-epoch-sized run, every corruption
 def test_benchmark_end_to_end(trained, tmp_path):
     proc = run_python(
         "import sys; sys.argv = ['jaxcls.robustness', '--workdir=" + trained + "', "

@@ -82,7 +82,8 @@ def test_class_folders_without_splits_hold_out_stratified_and_skip_hidden(tmp_pa
     assert again.eval.paths == ds.eval.paths
 
 
-@pytest.mark.parametrize("multilabel", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # (CI budget) two training runs
+@pytest.mark.parametrize("multilabel", [False, True])
 def test_folders_without_split_folders_train(tmp_path, multilabel):
     """The new layouts end to end: class folders, and labels.csv beside the images (slow: the
     training path is the one test_variants' multi-label folder run takes)."""

@@ -16,7 +16,8 @@ from jaxcls.probe import features
 from jaxcls.probe.__main__ import probe
 
 
-@pytest.mark.parametrize("name,size", [("lenet5", 32), ("resnet18", 32)])
+@pytest.mark.parametrize("name,size", [("lenet5", 32),
+                                       pytest.param("resnet18", 32, marks=pytest.mark.slow)])
 def test_head_inputs_times_the_head_are_the_logits(name, size):
     # Any zoo model: what head_inputs returns, fed through the head's own Dense, gives the
     # model's logits, so the probe sees exactly the classifier's input.

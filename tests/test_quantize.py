@@ -33,7 +33,8 @@ def test_int8_weights_round_trip_within_half_a_step():
     assert np.all(np.abs(np.asarray(back) - np.asarray(w)) <= scale / 2 + 1e-7)
 
 
-@pytest.mark.parametrize("scheme", schemes.SCHEMES)
+@pytest.mark.parametrize("scheme", [pytest.param("w8", marks=pytest.mark.slow),
+                                    pytest.param("w8a8", marks=pytest.mark.slow), "w8a8_static"])
 def test_quantized_run_agrees_with_float_and_reloads(run_dir, scheme):
     result = table.quantize_run(run_dir, scheme, calibration=128, which="last", repeats=2)
     rows = result["rows"]

@@ -38,7 +38,8 @@ def test_digits_training_learns(workdir):
     assert again["steps"] == 150 and again["best_accuracy"] == summary["best_accuracy"]
 
 
-@pytest.mark.parametrize("cache_max_gib", [0.0, 4.0], ids=["streaming", "cached"])
+@pytest.mark.parametrize("cache_max_gib", [pytest.param(0.0, marks=pytest.mark.slow), 4.0],
+                         ids=["streaming", "cached"])
 def test_unreadable_files_are_skipped_and_counted_in_the_summary(tmp_path, cache_max_gib):
     from PIL import Image
 
@@ -65,6 +66,7 @@ def test_unreadable_files_are_skipped_and_counted_in_the_summary(tmp_path, cache
     assert summary["final_eval"]["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow  # (CI budget)
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
     train.run(tiny_config(num_steps=3, final_eval=False), workdir)
     # Resume with a NaN learning rate: step 4 still has a finite loss, its update poisons the

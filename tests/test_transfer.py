@@ -204,6 +204,7 @@ def _leaves_equal(a, b) -> bool:
                zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+@pytest.mark.slow  # (CI budget) a fine-tuning run from imported torch weights
 def test_finetune_runs_head_only_then_unfreezes_on_schedule(torch_resnet, tmp_path):
     data = _image_folder(str(tmp_path / "images"))
     workdir = str(tmp_path / "run")

@@ -167,6 +167,7 @@ def _digits_multilabel_folder(root) -> None:
                 f.writelines(f"{p},{int(b)},{int(o)}\n" for p, o, b in rows)
 
 
+@pytest.mark.slow  # (CI budget) a real training run
 def test_multilabel_folder_training_learns(tmp_path):
     _digits_multilabel_folder(tmp_path / "data")
     config = tiny_config(task="multilabel", dataset=f"folder:{tmp_path / 'data'}",
@@ -283,6 +284,7 @@ def test_plateau_scale_in_the_optimizer_state_scales_the_update():
     np.testing.assert_allclose(full["w"], -config.learning_rate * grads["w"])
 
 
+@pytest.mark.slow  # (CI budget) three runs
 def test_plateau_and_early_stopping_in_a_run_survive_resume(workdir):
     # min_delta 1e9: only the first eval counts as an improvement, so the script is known:
     # evals at 2 (best), 4 (x0.5), 6 (x0.25), 8 (x0.125, third eval without gain: stop).
