@@ -1,0 +1,160 @@
+"""jaxcls's compiled train step beside timm's eager one: same model, batch, resolution, dtype,
+AdamW and label smoothing, in one process, the two steps interleaved so that both see the same
+machine load.
+
+    python -m jaxcls.benchmark --vs_timm \
+        --models=resnet50,vit_b16,convnext_tiny,resnet18_cifar,efficientnet_b0 [--steps=N]
+
+Prints one line per model (ms per step, ratio jaxcls / timm) and, last, one JSON line.
+"""
+
+import contextlib
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcls import defaults, metrics
+from jaxcls.data import augment
+from jaxcls.models import conv
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One comparison: jaxcls model (and kwargs) against timm model, at a batch and size."""
+    model: str
+    timm: str
+    image_size: int
+    batch: int
+    num_classes: int = 1000
+    model_kwargs: tuple = ()  # jaxcls model_kwargs as (key, value) pairs
+    cifar_stem: bool = False  # timm side: ResNet stem as jaxcls's stem="cifar"
+    timm_kwargs: tuple = ()  # timm.create_model keyword arguments as (key, value) pairs
+
+
+SPECS = {
+    "resnet50": Spec("resnet50", "resnet50", 224, 8),
+    "vit_b16": Spec("vit_b16", "vit_base_patch16_224", 224, 8),
+    "convnext_tiny": Spec("convnext_tiny", "convnext_tiny", 224, 8),
+    "resnet18_cifar": Spec("resnet18", "resnet18", 32, 128, 10, (("stem", "cifar"),), True),
+    "efficientnet_b0": Spec("efficientnet_b0", "efficientnet_b0", 224, 8),
+    # One 16-wide ViT block at 32 px (15,882 parameters): the plumbing in seconds.
+    "tiny": Spec("vit_ti16", "vit_tiny_patch16_224", 32, 4, 10,
+                 (("width", 16), ("depth", 1), ("num_heads", 2), ("mlp_dim", 64)), False,
+                 (("img_size", 32), ("embed_dim", 16), ("depth", 1), ("num_heads", 2))),
+}
+
+# The training recipe both sides share (timm's defaults for AdamW fine-tuning).
+LEARNING_RATE, WEIGHT_DECAY, LABEL_SMOOTHING = 1e-3, 0.05, 0.1
+
+
+def jaxcls_config(spec: Spec, dtype: str = "float32"):
+    """The jaxcls config of `spec`: synthetic data, no augmentation, AdamW, label smoothing."""
+    c = defaults.get_config()
+    c.dataset = "synthetic"
+    c.model = spec.model
+    c.model_kwargs.update(dict(spec.model_kwargs))
+    c.image_size, c.batch_size, c.num_classes = spec.image_size, spec.batch, spec.num_classes
+    c.dtype = dtype
+    c.augment = ""
+    c.optimizer = "adamw"
+    c.learning_rate, c.weight_decay = LEARNING_RATE, WEIGHT_DECAY
+    c.label_smoothing = LABEL_SMOOTHING
+    c.num_steps, c.warmup_steps = 10_000, 0
+    return c
+
+
+def normalized_images(config, images) -> np.ndarray:
+    """The float images jaxcls's step computes from its uint8 batch (timm's input)."""
+    return np.asarray(augment.normalize(images, config.mean, config.std, jnp.float32))
+
+
+def num_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def load_average() -> float:
+    """The 1-minute load average (the machine is shared; figures are quoted beside it)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def timm_variables(model, spec: Spec) -> dict:
+    """The timm model's weights as jaxcls variables (through a .pth file and jaxcls.weights,
+    the importer users run), so that both sides start from the same parameters."""
+    from jaxcls import weights
+    from jaxcls.bench import timm_step
+
+    torch, _ = timm_step.import_timm()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "timm.pth")
+        torch.save(model.state_dict(), path)
+        _, variables = weights.load(path, spec.model, None, spec.image_size,
+                                    **dict(spec.model_kwargs))
+    return variables
+
+
+def compare(spec: Spec, num_steps: int, warmup: int, dtype: str = "float32",
+            library_convs: bool = False) -> dict:
+    """Median ms per step of both, measured alternately step by step, and their ratio; both
+    start from timm's random weights, and their first-step losses are reported (equal up to
+    float rounding when the two are the same network). warmup >= 1 (that first step)."""
+    from jaxcls import benchmark
+    from jaxcls.bench import timm_step
+
+    config = jaxcls_config(spec, dtype)
+    model = timm_step.create_model(spec.timm, spec.num_classes, spec.cifar_stem,
+                                   **dict(spec.timm_kwargs))
+    paths = conv.library_convolutions() if library_convs else contextlib.nullcontext()
+    with paths:  # the step is traced (so its convolutions chosen) while it compiles
+        ours = benchmark.CompiledStep(config, timm_variables(model, spec))
+    theirs = timm_step.TimmStep(
+        model, normalized_images(config, ours.batch["image"]), np.asarray(ours.batch["label"]),
+        LABEL_SMOOTHING, LEARNING_RATE, WEIGHT_DECAY, dtype)
+    ours()
+    theirs()  # the first step: both losses from the same weights on the same batch
+    losses = {"jaxcls_loss": round(metrics.to_host(ours.last_metrics)["loss"], 5),
+              "timm_loss": round(float(theirs.last_loss), 5)}
+    for _ in range(warmup - 1):
+        ours()
+        theirs()
+    times = {"jaxcls": [], "timm": []}
+    for _ in range(num_steps):
+        for name, step in (("jaxcls", ours), ("timm", theirs)):
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    jaxcls_ms = round(1e3 * statistics.median(times["jaxcls"]), 1)
+    timm_ms = round(1e3 * statistics.median(times["timm"]), 1)
+    return {"model": spec.model, "timm_model": spec.timm, "image_size": spec.image_size,
+            "batch": spec.batch, "dtype": dtype, "jaxcls_ms": jaxcls_ms, "timm_ms": timm_ms,
+            "ratio": round(jaxcls_ms / timm_ms, 3), "compile_s": round(ours.compile_s, 1),
+            "jaxcls_params": num_params(ours.state.params), "timm_params": theirs.num_params(),
+            **losses, "steps": num_steps, "load_avg": load_average()}
+
+
+def run(names: list[str], num_steps: int, warmup: int, dtype: str = "float32",
+        library_convs: bool = False, specs: dict | None = None, echo=print) -> dict:
+    """Every model of `names` (keys of `specs`, default SPECS) in turn; `echo` gets one line
+    per model. Returns what the JSON line holds."""
+    specs = SPECS if specs is None else specs
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"--models: unknown {unknown}; known: {sorted(specs)}")
+    from jaxcls.bench import timm_step
+
+    torch, timm = timm_step.import_timm()
+    rows = []
+    for name in names:
+        row = dict(compare(specs[name], num_steps, warmup, dtype, library_convs), name=name)
+        rows.append(row)
+        echo(f"{name:16s} jaxcls {row['jaxcls_ms']:9.1f} ms  timm {row['timm_ms']:9.1f} ms  "
+             f"jaxcls/timm {row['ratio']:.3f}  (load {row['load_avg']})")
+    return {"vs_timm": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "library_convs": library_convs, "jax": jax.__version__, "torch": torch.__version__,
+            "timm": timm.__version__, "torch_threads": torch.get_num_threads(),
+            "device_kind": jax.devices()[0].device_kind}
