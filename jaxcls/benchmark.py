@@ -78,6 +78,9 @@ def define_flags() -> None:
                       "--suite on a GPU: timm's step under torch.compile (minutes more).")
     flags.DEFINE_float("peak_tflops", None, "--suite: peak FLOP/s (in TFLOP/s) for MFU, in "
                        "place of the device table (PEAK_FLOPS).")
+    flags.DEFINE_bool("xla_sweep", False, "--vs_timm: each model's step also compiled with "
+                      "each XLA:CPU option set and conv path of jaxcls.bench.vs_timm."
+                      "CANDIDATES, all interleaved with timm in this one process.")
     flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
                       "augmentation and with none, on the same synthetic batch (augment_cost()).")
 
@@ -114,23 +117,35 @@ class CompiledStep:
         model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
         init = train.state_initializer(config, model, tx)
         abstract_state = jax.eval_shape(init, jax.random.key(0))
-        state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh,
-                                                            abstract_state)
-        self.model = model
+        state_sharding = sharding.tree_shardings(mesh, abstract_state,
+                                                 sharding.rules(config.sharding),
+                                                 config.fsdp_min_size)
+        self.model, self._build = model, (config, model, tx, mesh, abstract_state)
         self.state = jax.jit(lambda rng, v: init(rng, variables=v),
                              out_shardings=state_sharding)(jax.random.key(0), variables)
         self.batch = synthetic_batch(config, mesh)
         self.rng = jax.random.key(3)
-        t = time.perf_counter()
-        self.compiled = train_step.lower(self.state, self.batch, self.rng).compile()
-        self.compile_s = time.perf_counter() - t
+        self.compiled, self.compile_s = self.compile()
         cost = self.compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         self.flops = float(cost.get("flops", 0.0)) if cost else None
         self.last_metrics = None
 
-    def __call__(self) -> None:
-        self.state, self.last_metrics = self.compiled(self.state, self.batch, self.rng)
+    def compile(self, compiler_options: dict | None = None):
+        """(executable, compile seconds): the step traced afresh (so under the convolution
+        paths in force now, see models.conv) and compiled with XLA `compiler_options`
+        (DebugOptions fields, as in XLA_FLAGS without the dashes); it takes and returns the
+        same state, so variants can run in turn on one state."""
+        config, model, tx, mesh, abstract_state = self._build
+        _, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state)
+        t = time.perf_counter()
+        compiled = train_step.lower(self.state, self.batch, self.rng).compile(compiler_options)
+        return compiled, time.perf_counter() - t
+
+    def __call__(self, compiled=None) -> None:
+        """One step of `compiled` (default: the step as built)."""
+        compiled = self.compiled if compiled is None else compiled
+        self.state, self.last_metrics = compiled(self.state, self.batch, self.rng)
         jax.block_until_ready(self.state)
 
 
@@ -237,8 +252,10 @@ def main(argv):
     if f.vs_timm:
         from jaxcls.bench import vs_timm
 
-        result = vs_timm.run(f.models, f.steps, f.warmup, f.dtype, f.library_convs,
-                             echo=lambda line: print(line, flush=True))
+        echo = lambda line: print(line, flush=True)  # noqa: E731
+        result = (vs_timm.sweep(f.models, f.steps, f.warmup, f.dtype, echo=echo) if f.xla_sweep
+                  else vs_timm.run(f.models, f.steps, f.warmup, f.dtype, f.library_convs,
+                                   echo=echo))
         print(json.dumps(result), flush=True)
         return
     if f.suite:

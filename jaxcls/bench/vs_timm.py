@@ -158,3 +158,85 @@ def run(names: list[str], num_steps: int, warmup: int, dtype: str = "float32",
             "library_convs": library_convs, "jax": jax.__version__, "torch": torch.__version__,
             "timm": timm.__version__, "torch_threads": torch.get_num_threads(),
             "device_kind": jax.devices()[0].device_kind}
+
+
+_YNN_ALL = ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in (
+    "DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"))
+# XLA:CPU variants of jaxcls's step: name -> (compiler options, lax convolutions instead of
+# models/conv.py's CPU paths). This jaxlib's default already hands dots and convolutions to
+# YNNPACK (ynn_fusion_type individual_dot,individual_convolution).
+CANDIDATES = {
+    "default": ({}, False),
+    "lax_convs": ({}, True),
+    "ynn_off": ({"xla_cpu_experimental_ynn_fusion_type": ""}, False),
+    "ynn_all": ({"xla_cpu_experimental_ynn_fusion_type": _YNN_ALL}, False),
+    "onednn": ({"xla_cpu_use_onednn": True}, False),
+    "fast_math": ({"xla_cpu_enable_fast_math": True}, False),
+}
+
+
+def _rel(m: dict, base: dict) -> float:
+    return abs(m["grad_norm"] / base["grad_norm"] - 1.0)
+
+
+def sweep_model(spec: Spec, num_steps: int, warmup: int, dtype: str = "float32",
+                candidates: dict | None = None) -> dict:
+    """Every candidate's step on one shared state, and timm's, interleaved step by step: ms,
+    ratio to timm, and the first step's loss and gradient norm from the same state (a
+    candidate that changes the numerics shows here)."""
+    from jaxcls import benchmark
+    from jaxcls.bench import timm_step
+
+    candidates = CANDIDATES if candidates is None else candidates
+    config = jaxcls_config(spec, dtype)
+    model = timm_step.create_model(spec.timm, spec.num_classes, spec.cifar_stem,
+                                   **dict(spec.timm_kwargs))
+    ours = benchmark.CompiledStep(config, timm_variables(model, spec))
+    theirs = timm_step.TimmStep(
+        model, normalized_images(config, ours.batch["image"]), np.asarray(ours.batch["label"]),
+        LABEL_SMOOTHING, LEARNING_RATE, WEIGHT_DECAY, dtype)
+    steps, compile_s = {}, {}
+    for name, (options, lax_convs) in candidates.items():
+        with conv.library_convolutions() if lax_convs else contextlib.nullcontext():
+            steps[name], compile_s[name] = ours.compile(options)
+    start, first = jax.tree.map(jnp.copy, ours.state), {}
+    for name, compiled in steps.items():
+        ours.state = jax.tree.map(jnp.copy, start)
+        ours(compiled)
+        first[name] = metrics.to_host(ours.last_metrics)
+    for _ in range(warmup):
+        theirs()
+        for compiled in steps.values():
+            ours(compiled)
+    times = {name: [] for name in ("timm", *steps)}
+    for _ in range(num_steps):
+        for name, run_step in (("timm", theirs),
+                               *((n, lambda c=c: ours(c)) for n, c in steps.items())):
+            t = time.perf_counter()
+            run_step()
+            times[name].append(time.perf_counter() - t)
+    ms = {name: round(1e3 * statistics.median(ts), 1) for name, ts in times.items()}
+    base = first["default"]
+    return {"model": spec.model, "timm_model": spec.timm, "batch": spec.batch,
+            "image_size": spec.image_size, "dtype": dtype, "timm_ms": ms["timm"],
+            "load_avg": load_average(), "steps": num_steps, "candidates": {
+                name: {"ms": ms[name], "ratio": round(ms[name] / ms["timm"], 3),
+                       "compile_s": round(compile_s[name], 1),
+                       "loss": round(first[name]["loss"], 6),
+                       "grad_norm_rel_diff": float(f"{_rel(first[name], base):.2e}")}
+                for name in steps}}
+
+
+def sweep(names: list[str], num_steps: int, warmup: int, dtype: str = "float32",
+          echo=print) -> dict:
+    """sweep_model for each of `names`; one line per model and candidate."""
+    rows = []
+    for name in names:
+        row = dict(sweep_model(SPECS[name], num_steps, warmup, dtype), name=name)
+        rows.append(row)
+        for cand, r in row["candidates"].items():
+            echo(f"{name:16s} {cand:10s} {r['ms']:9.1f} ms  timm {row['timm_ms']:9.1f} ms  "
+                 f"jaxcls/timm {r['ratio']:.3f}  loss {r['loss']:.6f}  "
+                 f"|grad norm rel diff| {r['grad_norm_rel_diff']:.1e}  (load {row['load_avg']})")
+    return {"xla_sweep": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "jax": jax.__version__, "device_kind": jax.devices()[0].device_kind}
