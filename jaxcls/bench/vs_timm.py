@@ -240,3 +240,23 @@ def sweep(names: list[str], num_steps: int, warmup: int, dtype: str = "float32",
                  f"|grad norm rel diff| {r['grad_norm_rel_diff']:.1e}  (load {row['load_avg']})")
     return {"xla_sweep": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "jax": jax.__version__, "device_kind": jax.devices()[0].device_kind}
+
+
+def profile(names: list[str], num_steps: int, dtype: str = "float32", echo=print,
+            top: int = 12) -> dict:
+    """jaxcls's step of each of `names`: ms per step by kind of XLA:CPU thunk (CPU time over
+    both threads), the `top` kinds echoed."""
+    from jaxcls import benchmark
+    from jaxcls.bench import profile as prof
+
+    rows = {}
+    for name in names:
+        step = benchmark.CompiledStep(jaxcls_config(SPECS[name], dtype))
+        times = prof.op_times(step, num_steps)
+        rows[name] = {"by_group": prof.grouped(times), "by_kind": times}
+        echo(f"{name}: {sum(times.values()):.0f} ms of thunks per step; " + ", ".join(
+            f"{k} {v:.0f}" for k, v in rows[name]["by_group"].items()) + "; top kinds: " +
+            ", ".join(f"{k} {v:.0f}" for k, v in list(times.items())[:top]))
+        del step
+    return {"profile_ms": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "load_avg": load_average()}
