@@ -81,6 +81,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("xla_sweep", False, "--vs_timm: each model's step also compiled with "
                       "each XLA:CPU option set and conv path of jaxcls.bench.vs_timm."
                       "CANDIDATES, all interleaved with timm in this one process.")
+    flags.DEFINE_list("candidates", None, "--xla_sweep: these of CANDIDATES only (default all).")
     flags.DEFINE_bool("profile", False, "--vs_timm: instead, where jaxcls's step spends its "
                       "time, by kind of XLA:CPU thunk (jaxcls.bench.profile).")
     flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
@@ -258,9 +259,11 @@ def main(argv):
         if f.profile:
             print(json.dumps(vs_timm.profile(f.models, f.steps, f.dtype, echo)), flush=True)
             return
-        result = (vs_timm.sweep(f.models, f.steps, f.warmup, f.dtype, echo=echo) if f.xla_sweep
-                  else vs_timm.run(f.models, f.steps, f.warmup, f.dtype, f.library_convs,
-                                   echo=echo))
+        if f.xla_sweep:
+            result = vs_timm.sweep(f.models, f.steps, f.warmup, f.dtype, echo, f.candidates)
+        else:
+            result = vs_timm.run(f.models, f.steps, f.warmup, f.dtype, f.library_convs,
+                                 echo=echo)
         print(json.dumps(result), flush=True)
         return
     if f.suite:

@@ -78,6 +78,12 @@ def num_params(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def rotated(items: list, i: int) -> list:
+    """`items` rotated left by i (mod len): round i of an interleaved measurement."""
+    i %= len(items)
+    return items[i:] + items[:i]
+
+
 def load_average() -> float:
     """The 1-minute load average (the machine is shared; figures are quoted beside it)."""
     return round(os.getloadavg()[0], 2)
@@ -123,8 +129,10 @@ def compare(spec: Spec, num_steps: int, warmup: int, dtype: str = "float32",
         ours()
         theirs()
     times = {"jaxcls": [], "timm": []}
-    for _ in range(num_steps):
-        for name, step in (("jaxcls", ours), ("timm", theirs)):
+    for i in range(num_steps):
+        # Alternating which goes first: torch's OpenMP threads spin for a while after a step
+        # and slow whatever runs next on this 2-core machine.
+        for name, step in rotated([("jaxcls", ours), ("timm", theirs)], i):
             t = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t)
@@ -167,6 +175,7 @@ _YNN_ALL = ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in (
 # YNNPACK (ynn_fusion_type individual_dot,individual_convolution).
 CANDIDATES = {
     "default": ({}, False),
+    "control": ({}, False),  # the default compiled again: the spread of the measurement
     "lax_convs": ({}, True),
     "ynn_off": ({"xla_cpu_experimental_ynn_fusion_type": ""}, False),
     "ynn_all": ({"xla_cpu_experimental_ynn_fusion_type": _YNN_ALL}, False),
@@ -209,9 +218,9 @@ def sweep_model(spec: Spec, num_steps: int, warmup: int, dtype: str = "float32",
         for compiled in steps.values():
             ours(compiled)
     times = {name: [] for name in ("timm", *steps)}
-    for _ in range(num_steps):
-        for name, run_step in (("timm", theirs),
-                               *((n, lambda c=c: ours(c)) for n, c in steps.items())):
+    runs = [("timm", theirs), *((n, lambda c=c: ours(c)) for n, c in steps.items())]
+    for i in range(num_steps):
+        for name, run_step in rotated(runs, i):  # each takes each place in turn
             t = time.perf_counter()
             run_step()
             times[name].append(time.perf_counter() - t)
@@ -228,11 +237,14 @@ def sweep_model(spec: Spec, num_steps: int, warmup: int, dtype: str = "float32",
 
 
 def sweep(names: list[str], num_steps: int, warmup: int, dtype: str = "float32",
-          echo=print) -> dict:
-    """sweep_model for each of `names`; one line per model and candidate."""
+          echo=print, candidates: list[str] | None = None) -> dict:
+    """sweep_model for each of `names` with `candidates` (names in CANDIDATES; default all,
+    "default" always first); one line per model and candidate."""
+    chosen = {n: CANDIDATES[n] for n in ["default", *(c for c in candidates or CANDIDATES
+                                                      if c != "default")]}
     rows = []
     for name in names:
-        row = dict(sweep_model(SPECS[name], num_steps, warmup, dtype), name=name)
+        row = dict(sweep_model(SPECS[name], num_steps, warmup, dtype, chosen), name=name)
         rows.append(row)
         for cand, r in row["candidates"].items():
             echo(f"{name:16s} {cand:10s} {r['ms']:9.1f} ms  timm {row['timm_ms']:9.1f} ms  "
