@@ -24,6 +24,7 @@ the config's augment/mixup and with neither, on the same batch, and `augment.app
 """
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -76,6 +77,8 @@ def define_flags() -> None:
     flags.DEFINE_string("suite_out", "", "--suite: also write the markdown rows to this file.")
     flags.DEFINE_bool("suite_timm_compile", False,
                       "--suite on a GPU: timm's step under torch.compile (minutes more).")
+    flags.DEFINE_string("suite_timm_script", "../shared/bench/timm_train_step.py",
+                        "--suite on a GPU: timm's train-step script, run beside each model.")
     flags.DEFINE_float("peak_tflops", None, "--suite: peak FLOP/s (in TFLOP/s) for MFU, in "
                        "place of the device table (PEAK_FLOPS).")
     flags.DEFINE_bool("xla_sweep", False, "--vs_timm: each model's step also compiled with "
@@ -267,10 +270,13 @@ def main(argv):
         print(json.dumps(result), flush=True)
         return
     if f.suite:
+        # timm's script runs in a subprocess on the same GPU: JAX must not take 75% of its
+        # memory up front (read when the backend starts, which no code above has done).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from jaxcls.bench import gpu_suite
 
         suite = gpu_suite.tiny_suite() if f.tiny else gpu_suite.gpu_suite()
-        suite.timm_compile = f.suite_timm_compile
+        suite.timm_compile, suite.timm_script = f.suite_timm_compile, f.suite_timm_script
         result = gpu_suite.run(suite, f.suite_config, f.suite_data,
                                f.peak_tflops * 1e12 if f.peak_tflops else None,
                                echo=lambda line: print(line, flush=True))

@@ -52,6 +52,7 @@ class Suite:
     loop_overrides: tuple = ()  # (key, value) pairs applied to loop_config
     config_overrides: tuple = ()  # (key, value) pairs applied to the timed config run
     timm_compile: bool = False
+    timm_script: str = TIMM_SCRIPT  # timm's GPU step script (copy it where ../shared is absent)
 
 
 def gpu_suite() -> Suite:
@@ -92,9 +93,9 @@ def timm_row(spec: vs_timm.Spec, suite: Suite, ours: benchmark.CompiledStep,
              config) -> dict:
     """timm's step ms for `spec`: its own script on a GPU, timm eager in this process on a CPU."""
     if jax.default_backend() == "gpu":
-        if not os.path.isfile(TIMM_SCRIPT):
-            return {"timm_ms": None, "timm": f"skipped: {TIMM_SCRIPT} not found"}
-        cmd = [sys.executable, TIMM_SCRIPT, "--model", spec.timm, "--batch", str(spec.batch),
+        if not os.path.isfile(suite.timm_script):
+            return {"timm_ms": None, "timm": f"skipped: {suite.timm_script} not found"}
+        cmd = [sys.executable, suite.timm_script, "--model", spec.timm, "--batch", str(spec.batch),
                "--size", str(spec.image_size), "--classes", str(spec.num_classes),
                "--steps", str(suite.steps), "--warmup", str(suite.warmup)]
         cmd += [] if suite.timm_compile else ["--no-compile"]
