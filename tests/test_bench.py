@@ -93,18 +93,3 @@ def test_gpu_suite_command_tiny(tmp_path):
     (run,) = result["config"]
     assert run["steps"] == 2 and 0 <= run["accuracy"] <= 1 and run["wall_s"] > 0
 
-
-def test_cpu_flags_append_only_what_the_user_did_not_set(monkeypatch):
-    from jaxcls import cpu_flags
-
-    defaults = {"xla_cpu_a": "1", "xla_cpu_b": "x"}
-    assert cpu_flags.merged("", defaults) == "--xla_cpu_a=1 --xla_cpu_b=x"
-    assert (cpu_flags.merged(" --xla_cpu_a=0 --xla_force_host_platform_device_count=2", defaults)
-            == "--xla_cpu_a=0 --xla_force_host_platform_device_count=2 --xla_cpu_b=x")
-    monkeypatch.setattr(cpu_flags, "DEFAULT_FLAGS", defaults)
-    env = {"XLA_FLAGS": "--xla_cpu_b=y"}
-    cpu_flags.apply(env)
-    assert env["XLA_FLAGS"] == "--xla_cpu_b=y --xla_cpu_a=1"
-    env = {"XLA_FLAGS": "--xla_cpu_b=y", cpu_flags.ENV_OPT_OUT: "0"}
-    cpu_flags.apply(env)
-    assert env["XLA_FLAGS"] == "--xla_cpu_b=y"
