@@ -9,6 +9,14 @@
   logging), ms per step measured by the loop between log points, compilation excluded.
 MFU = FLOPs per step / step time / the device's peak dense bf16 FLOP/s (null where unknown).
 
+    python -m jaxcls.benchmark --vs_timm [--models=resnet50,vit_b16,...] [--steps=N]
+
+times jaxcls's compiled step beside timm's eager one on the same batch (jaxcls.bench.vs_timm);
+
+    python -m jaxcls.benchmark --suite=gpu [--tiny] [--suite_out=rows.md]
+
+runs the accelerator suite (jaxcls.bench.gpu_suite) and prints BENCHMARKS.md rows.
+
     python -m jaxcls.benchmark --config=configs/vit_b16.py --augment_cost [--config.k=v ...]
 
 measures instead what the device augmentation costs (`augment_cost`): the compiled step with
@@ -16,6 +24,7 @@ the config's augment/mixup and with neither, on the same batch, and `augment.app
 """
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -49,6 +58,35 @@ def define_flags() -> None:
                         "(default: $XDG_CACHE_HOME/jaxcls/big_jpegs, i.e. ~/.cache/...).")
     flags.DEFINE_integer("input_images", 2000, "--input_only: images per measurement.")
     flags.DEFINE_integer("input_threads", 2, "--input_only: grain / tf.data threads.")
+    flags.DEFINE_bool("vs_timm", False, "Instead: jaxcls's compiled step beside timm's eager "
+                      "step for --models, interleaved (jaxcls.bench.vs_timm); needs no --config.")
+    flags.DEFINE_list("models", ["resnet50", "vit_b16", "convnext_tiny", "resnet18_cifar",
+                                 "efficientnet_b0"], "--vs_timm: models (jaxcls.bench.vs_timm."
+                      "SPECS).")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                      "--vs_timm: compute dtype of both (timm: autocast).")
+    flags.DEFINE_bool("library_convs", False, "--vs_timm: lax convolutions instead of the CPU "
+                      "paths of jaxcls.models.conv.")
+    flags.DEFINE_enum("suite", "", ["", "gpu"], "gpu: the accelerator suite "
+                      "(jaxcls.bench.gpu_suite): step beside timm, MFU, loop, augment, a run.")
+    flags.DEFINE_bool("tiny", False, "--suite: a tiny model, batch and step count (plumbing).")
+    flags.DEFINE_string("suite_config", "configs/cifar10_airbench.py",
+                        "--suite: the config of its timed training run (skipped if missing).")
+    flags.DEFINE_string("suite_data", "../shared/data/cifar10",
+                        "--suite: JPEG folder (train/<class>/*.jpg) of the full-loop row.")
+    flags.DEFINE_string("suite_out", "", "--suite: also write the markdown rows to this file.")
+    flags.DEFINE_bool("suite_timm_compile", False,
+                      "--suite on a GPU: timm's step under torch.compile (minutes more).")
+    flags.DEFINE_string("suite_timm_script", "../shared/bench/timm_train_step.py",
+                        "--suite on a GPU: timm's train-step script, run beside each model.")
+    flags.DEFINE_float("peak_tflops", None, "--suite: peak FLOP/s (in TFLOP/s) for MFU, in "
+                       "place of the device table (PEAK_FLOPS).")
+    flags.DEFINE_bool("xla_sweep", False, "--vs_timm: each model's step also compiled with "
+                      "each XLA:CPU option set and conv path of jaxcls.bench.vs_timm."
+                      "CANDIDATES, all interleaved with timm in this one process.")
+    flags.DEFINE_list("candidates", None, "--xla_sweep: these of CANDIDATES only (default all).")
+    flags.DEFINE_bool("profile", False, "--vs_timm: instead, where jaxcls's step spends its "
+                      "time, by kind of XLA:CPU thunk (jaxcls.bench.profile).")
     flags.DEFINE_bool("augment_cost", False, "Instead: the compiled train step with the config's "
                       "augmentation and with none, on the same synthetic batch (augment_cost()).")
 
@@ -65,40 +103,77 @@ def peak_flops(device_kind: str) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k.lower() in device_kind.lower()), None)
 
 
-def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
-    """Compile time, FLOPs and median ms of the train step on synthetic on-device data."""
-    mesh = sharding.make_mesh(config.mesh)
-    model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
-    init = train.state_initializer(config, model, tx)
-    abstract_state = jax.eval_shape(init, jax.random.key(0))
-    state_sharding, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state,
-                                                        total_steps=10_000)
-    state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
+def synthetic_batch(config, mesh) -> dict:
+    """A random uint8 batch of config.batch_size images (and labels, mask) on `mesh`."""
     n, s = config.batch_size, config.image_size
-    batch = jax.device_put({
+    return jax.device_put({
         "image": jax.random.randint(jax.random.key(1), (n, s, s, 3), 0, 256).astype(jnp.uint8),
         "label": jax.random.randint(jax.random.key(2), (n,), 0, config.num_classes),
         "mask": jnp.ones((n,), jnp.float32)}, sharding.batch_sharding(mesh))
-    rng = jax.random.key(3)
 
-    t = time.perf_counter()
-    compiled = train_step.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else None
 
+class CompiledStep:
+    """The jitted train step of `config`, compiled for a synthetic on-device batch; each call
+    runs one step and waits for it (the benchmarks' unit of time). `last_metrics`: the last
+    step's (its loss is that of the parameters before the step)."""
+
+    def __init__(self, config, variables: dict | None = None):
+        """`variables`: the model's starting params (and batch_stats), else a fresh init."""
+        mesh = sharding.make_mesh(config.mesh)
+        model, _, tx = train.create_model_and_optimizer(config, config.num_classes, 100, 10_000)
+        init = train.state_initializer(config, model, tx)
+        abstract_state = jax.eval_shape(init, jax.random.key(0))
+        state_sharding = sharding.tree_shardings(mesh, abstract_state,
+                                                 sharding.rules(config.sharding),
+                                                 config.fsdp_min_size)
+        self.model, self._build = model, (config, model, tx, mesh, abstract_state)
+        self.state = jax.jit(lambda rng, v: init(rng, variables=v),
+                             out_shardings=state_sharding)(jax.random.key(0), variables)
+        self.batch = synthetic_batch(config, mesh)
+        self.rng = jax.random.key(3)
+        self.compiled, self.compile_s = self.compile()
+        cost = self.compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        self.flops = float(cost.get("flops", 0.0)) if cost else None
+        self.last_metrics = None
+
+    def compile(self, compiler_options: dict | None = None):
+        """(executable, compile seconds): the step traced afresh (so under the convolution
+        paths in force now, see models.conv) and compiled with XLA `compiler_options`
+        (DebugOptions fields, as in XLA_FLAGS without the dashes); it takes and returns the
+        same state, so variants can run in turn on one state."""
+        config, model, tx, mesh, abstract_state = self._build
+        _, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state,
+                                               total_steps=10_000)  # lookahead needs a length
+        t = time.perf_counter()
+        compiled = train_step.lower(self.state, self.batch, self.rng).compile(compiler_options)
+        return compiled, time.perf_counter() - t
+
+    def __call__(self, compiled=None) -> None:
+        """One step of `compiled` (default: the step as built)."""
+        compiled = self.compiled if compiled is None else compiled
+        self.state, self.last_metrics = compiled(self.state, self.batch, self.rng)
+        jax.block_until_ready(self.state)
+
+
+def median_ms(step, num_steps: int, warmup: int) -> float:
+    """Median wall ms of `num_steps` calls of `step` after `warmup` untimed ones."""
     for _ in range(warmup):
-        state, _ = compiled(state, batch, rng)
-    jax.block_until_ready(state)
+        step()
     times = []
     for _ in range(num_steps):
         t = time.perf_counter()
-        state, _ = compiled(state, batch, rng)
-        jax.block_until_ready(state)
+        step()
         times.append(time.perf_counter() - t)
-    return {"compile_s": round(compile_s, 2), "step_ms": round(1e3 * statistics.median(times), 2),
-            "flops_per_step": flops}
+    return 1e3 * statistics.median(times)
+
+
+def time_compiled_step(config, num_steps: int, warmup: int) -> dict:
+    """Compile time, FLOPs and median ms of the train step on synthetic on-device data."""
+    step = CompiledStep(config)
+    return {"compile_s": round(step.compile_s, 2),
+            "step_ms": round(median_ms(step, num_steps, warmup), 2),
+            "flops_per_step": step.flops}
 
 
 def time_full_loop(config, loop_steps: int, log_every: int) -> dict:
@@ -152,27 +227,19 @@ def augment_cost(config, num_steps: int = 10, warmup: int = 2) -> dict:
     bare = time_compiled_step(plain, num_steps, warmup)
 
     pipeline = augment.from_config(synthetic)
-    n, s = config.batch_size, config.image_size
-    mesh = sharding.make_mesh()
-    images, labels = jax.device_put(
-        (jax.random.randint(jax.random.key(1), (n, s, s, 3), 0, 256).astype(jnp.uint8),
-         jax.random.randint(jax.random.key(2), (n,), 0, config.num_classes)),
-        sharding.batch_sharding(mesh))
-    apply = jax.jit(lambda r: augment.apply(pipeline, r, images, labels, config.num_classes,
-                                            jnp.dtype(config.dtype)))
-    jax.block_until_ready(apply(jax.random.key(0)))
-    times = []
-    for i in range(num_steps):
-        t = time.perf_counter()
-        jax.block_until_ready(apply(jax.random.key(i)))
-        times.append(time.perf_counter() - t)
+    batch = synthetic_batch(config, sharding.make_mesh())
+    apply = jax.jit(lambda r: augment.apply(pipeline, r, batch["image"], batch["label"],
+                                            config.num_classes, jnp.dtype(config.dtype)))
+    calls = iter(range(10**9))
+    augment_alone_ms = median_ms(lambda: jax.block_until_ready(apply(
+        jax.random.key(next(calls)))), num_steps, 1)
 
     result.update({
         "step_ms": augmented["step_ms"], "step_ms_no_augment": bare["step_ms"],
         "compile_s": augmented["compile_s"], "compile_s_no_augment": bare["compile_s"],
         "augment_ms": round(augmented["step_ms"] - bare["step_ms"], 2),
         "augment_fraction": round(1.0 - bare["step_ms"] / augmented["step_ms"], 4),
-        "augment_alone_ms": round(1e3 * statistics.median(times), 2),
+        "augment_alone_ms": round(augment_alone_ms, 2),
     })
     result["augment_alone_fraction"] = round(result["augment_alone_ms"] / result["step_ms"], 4)
     return result
@@ -188,6 +255,37 @@ def main(argv):
         big = f.input_big or input_benchmark.default_big_dir()
         print(json.dumps(input_benchmark.run(f.input_data, big, f.input_images,
                                              f.input_threads)), flush=True)
+        return
+    if f.vs_timm:
+        from jaxcls.bench import vs_timm
+
+        echo = lambda line: print(line, flush=True)  # noqa: E731
+        if f.profile:
+            print(json.dumps(vs_timm.profile(f.models, f.steps, f.dtype, echo)), flush=True)
+            return
+        if f.xla_sweep:
+            result = vs_timm.sweep(f.models, f.steps, f.warmup, f.dtype, echo, f.candidates)
+        else:
+            result = vs_timm.run(f.models, f.steps, f.warmup, f.dtype, f.library_convs,
+                                 echo=echo)
+        print(json.dumps(result), flush=True)
+        return
+    if f.suite:
+        # timm's script runs in a subprocess on the same GPU: JAX must not take 75% of its
+        # memory up front (read when the backend starts, which no code above has done).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        from jaxcls.bench import gpu_suite
+
+        suite = gpu_suite.tiny_suite() if f.tiny else gpu_suite.gpu_suite()
+        suite.timm_compile, suite.timm_script = f.suite_timm_compile, f.suite_timm_script
+        result = gpu_suite.run(suite, f.suite_config, f.suite_data,
+                               f.peak_tflops * 1e12 if f.peak_tflops else None,
+                               echo=lambda line: print(line, flush=True))
+        print(result["markdown"], flush=True)
+        if f.suite_out:
+            with open(f.suite_out, "w") as out:
+                out.write(result["markdown"])
+        print(json.dumps(result), flush=True)
         return
     if f.config is None:
         raise app.UsageError("--config is required (or --input_only)")
