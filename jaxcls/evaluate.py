@@ -99,7 +99,7 @@ def class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    return sources.create(_streaming(config)).class_names
+    return sources.create(streaming_config(config)).class_names
 
 
 def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: str = "") -> Run:
@@ -126,7 +126,7 @@ def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: st
     return Run(workdir, config, names, step_dir, model, variables)
 
 
-def _streaming(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def streaming_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` reading files as needed rather than decoding all of them first. Runs with a
     val_fraction keep their caching: caching drops unreadable files before the split, and the
     val split must be the one training held out."""
@@ -333,7 +333,7 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
     for run in runs:  # a bad TTA spec fails before any data is read
         tta.parse(tta_spec, run.config.crop_frac)
     names = runs[0].class_names
-    datasets = [sources.create(_streaming(r.config)) for r in runs]
+    datasets = [sources.create(streaming_config(r.config)) for r in runs]
     check_same_examples(runs, datasets, split)
     log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)
     probs = np.exp(log_probs)

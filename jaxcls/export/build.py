@@ -154,7 +154,7 @@ def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
     calibrated = calibration.temperature(
         run.step_dir, evaluate.calibration_key(tta_spec, quantized)) is not None
     fn = serving_function(run, tta_spec, temperature)
-    source = sources.create(evaluate._streaming(run.config)).eval
+    source = sources.create(evaluate.streaming_config(run.config)).eval
     if verify_examples:
         source = sources.subset(source, np.arange(min(verify_examples, len(source))))
     key = (run.config.image_size, run.config.crop_frac)

@@ -52,7 +52,7 @@ def quantize_run(workdir: str, scheme: str, calibration: int = 512, which: str =
     (0: all), parameter bytes, and ms per image at batch 1 and 32 on this machine."""
     schemes.check_scheme(scheme)
     run = evaluate.load_run(workdir, which)
-    dataset = sources.create(evaluate._streaming(run.config))
+    dataset = sources.create(evaluate.streaming_config(run.config))
     batches = calibration_batches(run, dataset.train, calibration, seed=run.config.seed)
     t0 = time.monotonic()
     model, variables = schemes.quantize(run.model, run.variables, scheme,

@@ -123,7 +123,7 @@ def benchmark(workdir: str, names: list[str], severities: list[int], baseline: s
     for n in names:
         corruptions.get(n)
     run = evaluate.load_run(workdir, which, ema)
-    dataset = sources.create(evaluate._streaming(run.config))
+    dataset = sources.create(evaluate.streaming_config(run.config))
     source = evaluate._split_source(dataset, split, workdir)
     size = run.config.image_size
     result = {"workdir": os.path.abspath(workdir), "checkpoint": run.step_dir, "split": split,

@@ -106,7 +106,7 @@ def run_shift(workdir: str, targets: list[str], out_dir: str | None = None,
     report.html; returns the metrics."""
     run = evaluate.load_run(workdir, which)
     c = run.config
-    dataset = sources.create(evaluate._streaming(c))
+    dataset = sources.create(evaluate.streaming_config(c))
     train = _sample(*baseline.load_split(dataset.train), train_examples, seed)
     reference = _sample(*baseline.load_split(dataset.eval), eval_examples, seed)
     target, paths, unreadable = load_images(targets, c.image_size, c.crop_frac, c.num_threads)
