@@ -13,8 +13,11 @@ trained. CIFAR's 32 px images are resized to 96 px, uncropped. BatchNorm runs in
 Measured (2026-12-03, 2 CPU cores shared with other jobs; the command above): 150 steps of 64
 (9,600 images) in 360 s wall including decoding the 60,000 images and the 10,000-image test,
 train loss 2.40 (step 10) -> 1.65 (step 150), 53.4% test top-1 (90.5% top-5) on the full
-CIFAR-10 test set. A probe this short undershoots what these features give: more steps or
-224 px would raise it (not measured).
+CIFAR-10 test set. A probe this short undershoots what these features give: the same features
+fitted to convergence by `python -m jaxcls.probe --weights=<this .pth>
+--model=tf_efficientnet_lite0 --dataset=folder:../shared/data/cifar10 --image_size=96`
+(scikit-learn logistic regression, C=0.01 by 3-fold CV) reach 77.2% (k-NN 74.1%), measured
+2026-12-03 on the same machine.
 """
 
 import importlib.util
