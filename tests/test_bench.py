@@ -59,7 +59,7 @@ def test_gpu_suite_rows_and_mfu(tmp_path):
     assert "does not exist (yet)" in result["markdown"] and "loop" not in result["seconds"]
 
 
-@pytest.mark.slow
+@pytest.mark.gpu_suite  # minutes here: run before a GPU session, outside CI's budget
 def test_gpu_suite_command_tiny(tmp_path):
     """Every section of `--suite=gpu --tiny` through the command: a JPEG folder, a config."""
     import numpy as np

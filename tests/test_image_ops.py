@@ -222,6 +222,7 @@ def test_policy_equals_the_chain_of_ops_it_drew(photos, name):
     assert len({tuple(np.asarray(o)) for o in ops}) > 1  # independent draws per example
 
 
+@pytest.mark.slow  # (CI budget)
 def test_augmix_mixes_the_chains_it_drew(photos):
     # AugMix runs bilinear geometry: this also checks the jitted bilinear slot.
     (out, (ops, params, original, chains)), imgs = _policy_and_choices(

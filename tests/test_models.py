@@ -194,8 +194,8 @@ def test_cpu_conv_gradients_equal_xla(kernel, stride, padding, cin, cout):
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [
-    (7, 1, ((3, 3), (3, 3))), (3, 1, "SAME"), (3, 1, "VALID"), (3, 2, "SAME"),
-    (5, 2, ((2, 2), (2, 2)))])
+    pytest.param(7, 1, ((3, 3), (3, 3)), marks=pytest.mark.slow), (3, 1, "SAME"),
+    (3, 1, "VALID"), (3, 2, "SAME"), pytest.param(5, 2, ((2, 2), (2, 2)), marks=pytest.mark.slow)])
 def test_cpu_depthwise_conv_and_gradients_equal_xla(kernel, stride, padding):
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 6))

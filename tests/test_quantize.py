@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from jaxcls import calibration, evaluate, train
+from jaxcls import calibration, evaluate, models, train
 from jaxcls.data import sources
 from jaxcls.quantize import schemes, table
 
@@ -33,8 +33,8 @@ def test_int8_weights_round_trip_within_half_a_step():
     assert np.all(np.abs(np.asarray(back) - np.asarray(w)) <= scale / 2 + 1e-7)
 
 
-@pytest.mark.parametrize("scheme", [pytest.param("w8", marks=pytest.mark.slow),
-                                    pytest.param("w8a8", marks=pytest.mark.slow), "w8a8_static"])
+@pytest.mark.slow  # (CI budget) a training run, then each scheme quantized and evaluated
+@pytest.mark.parametrize("scheme", schemes.SCHEMES)
 def test_quantized_run_agrees_with_float_and_reloads(run_dir, scheme):
     result = table.quantize_run(run_dir, scheme, calibration=128, which="last", repeats=2)
     rows = result["rows"]
@@ -61,9 +61,10 @@ def test_quantized_run_agrees_with_float_and_reloads(run_dir, scheme):
     assert 0 < np.abs(fp - qp).mean() < 0.02  # close to the float model, not the same
 
 
-def test_loading_an_unquantized_scheme_names_the_command(run_dir, tmp_path):
-    run = evaluate.load_run(run_dir, "last")
+def test_loading_an_unquantized_scheme_names_the_command(tmp_path):
+    model = models.create("lenet5", 10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     with pytest.raises(FileNotFoundError, match="python -m jaxcls.quantize"):
-        schemes.load(str(tmp_path / "quantized" / "w8"), run.model, run.variables)
+        schemes.load(str(tmp_path / "quantized" / "w8"), model, variables)
     with pytest.raises(ValueError, match="--scheme='int4'"):
         schemes.check_scheme("int4")

@@ -74,6 +74,7 @@ def _write(folder, images):
     return str(folder)
 
 
+@pytest.mark.slow  # (CI budget) a training run and two analyses
 def test_shift_command_on_a_digits_run(tmp_path):
     workdir = str(tmp_path / "run")
     config = tiny_config(num_steps=80, model_kwargs={"width": 16, "stage_sizes": (1, 1)})

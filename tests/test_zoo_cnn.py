@@ -119,6 +119,7 @@ def test_googlenet_matches_torchvision_ignoring_aux_heads(tmp_path):
                         ).preprocessing["mean"] == (0.5, 0.5, 0.5)
 
 
+@pytest.mark.slow  # (CI budget) GoogLeNet keeps the family in the default suite
 def test_inception_v3_matches_timm(tmp_path):
     """(torchvision names every tensor alike and adds AuxLogits: tested at 299, slow.)"""
     torch.manual_seed(0)

@@ -52,7 +52,8 @@ def _assert_same_logits(torch, ref, name: str, size: int, tmp_path, layout: str,
 
 
 # Small resolutions (odd ones exercise TF-SAME's uneven padding); full size in the slow test.
-@pytest.mark.parametrize("name,size", [("efficientnet_b0", 32), ("tf_efficientnet_lite0", 33),
+@pytest.mark.parametrize("name,size", [pytest.param("efficientnet_b0", 32, marks=pytest.mark.slow),
+                                       ("tf_efficientnet_lite0", 33),
                                        ("mobilenetv3_large_100", 32)])
 def test_logits_equal_timm(refs, name, size, tmp_path):
     torch, _, timm = refs
