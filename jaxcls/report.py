@@ -17,7 +17,8 @@ from jaxcls import metrics  # noqa: E402
 MAX_TICK_CLASSES = 40  # beyond this many classes, axes carry no class names
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Writes a matplotlib figure as PNG and closes it; returns `path`."""
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -43,7 +44,7 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], normalized: bool, p
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix, " + ("normalised by true class" if normalized else "counts"))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_figure(labels: np.ndarray, probs: np.ndarray, calibrated: np.ndarray,
@@ -72,7 +73,7 @@ def reliability_figure(labels: np.ndarray, probs: np.ndarray, calibrated: np.nda
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def f1_figure(report: dict, class_names: list[str], path: str) -> str:
@@ -88,7 +89,7 @@ def f1_figure(report: dict, class_names: list[str], path: str) -> str:
     ax.set_xlabel("F1")
     shown = "" if len(order) == len(f1) else f" (lowest {len(order)} of {len(f1)})"
     ax.set_title(f"per-class F1{shown}; macro {report['macro avg']['f1']:.3f}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _image_grid(cells: list[tuple[np.ndarray, str]], columns: int, path: str,
@@ -102,7 +103,7 @@ def _image_grid(cells: list[tuple[np.ndarray, str]], columns: int, path: str,
         ax.imshow(image, interpolation="nearest")
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confused_pairs_figure(pairs: list[dict], labels: np.ndarray, probs: np.ndarray,
@@ -138,11 +139,13 @@ def _img_tag(path: str, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _section(title: str, png: str) -> str:
+def html_section(title: str, png: str) -> str:
+    """A titled section with the PNG embedded (base64), for the reports' HTML pages."""
     return f"<section><h2>{html.escape(title)}</h2>{_img_tag(png, title)}</section>"
 
 
-def _table(header: list[str], rows: list[list], cls: str = "") -> str:
+def html_table(header: list[str], rows: list[list], cls: str = "") -> str:
+    """An escaped HTML table; floats to 4 decimals, None as n/a."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
                    for row in rows)
@@ -155,7 +158,7 @@ def _fmt(v) -> str:
     return "n/a" if v is None else str(v)
 
 
-_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em}
@@ -188,25 +191,25 @@ def write(out_dir: str, result: dict, labels: np.ndarray, probs: np.ndarray,
 
     keys = [k for k in ("accuracy", "top5", "balanced_accuracy", "roc_auc_macro_ovr",
                         "log_loss", "brier", "ece_15", "ece_adaptive_15") if k in result]
-    summary = _table(["metric", "value"], [[k, result[k]] for k in keys], "summary")
-    calib = _table(["", "before", "after"], [[k, cal[f"{k}_before"], cal[f"{k}_after"]]
+    summary = html_table(["metric", "value"], [[k, result[k]] for k in keys], "summary")
+    calib = html_table(["", "before", "after"], [[k, cal[f"{k}_before"], cal[f"{k}_after"]]
                                              for k in ("ece_15", "ece_adaptive_15", "log_loss")])
     warn = (f'<p class="warn">Calibration leakage: {html.escape(cal["leakage"])}</p>'
             if cal["leakage"] else "")
     rep = result["classification_report"]
-    per_class = _table(["class", "precision", "recall", "F1", "support", "ROC AUC"],
+    per_class = html_table(["class", "precision", "recall", "F1", "support", "ROC AUC"],
                        [[n, rep[n]["precision"], rep[n]["recall"], rep[n]["f1"],
                          rep[n]["support"], result["roc_auc_per_class"].get(n)]
                         for n in class_names]
                        + [[a, rep[a]["precision"], rep[a]["recall"], rep[a]["f1"],
                            rep[a]["support"], None] for a in ("macro avg", "weighted avg")],
                        "per-class")
-    confused = _table(["true", "predicted", "count"],
+    confused = html_table(["true", "predicted", "count"],
                       [[p["true"], p["predicted"], p["count"]] for p in result["most_confused"]])
     runs = ", ".join(result["checkpoints"])
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jaxcls evaluation: {html.escape(runs)}</title>
-<style>{_CSS}</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>Evaluation of {html.escape(runs)}</h1>
 <p>split <b>{html.escape(result["split"])}</b>, {result["examples"]} examples
 ({result["skipped"]} unreadable skipped), {len(class_names)} classes,
@@ -215,8 +218,8 @@ test-time augmentation: {html.escape(result["tta"] or "none")}.</p>
 <h2>Calibration</h2>
 <p>Temperature {cal["temperature"]:.4f}, fitted on {html.escape(cal["fitted_on"])}
 ({cal["fit_examples"]} examples).</p>{warn}{calib}
-<div class="row">{"".join(_section(t, p) for t, p in figures[:2])}</div>
-{"".join(_section(t, p) for t, p in figures[2:])}
+<div class="row">{"".join(html_section(t, p) for t, p in figures[:2])}</div>
+{"".join(html_section(t, p) for t, p in figures[2:])}
 <h2>Most confused pairs</h2>{confused}
 <h2>Classification report</h2>{per_class}
 </body></html>

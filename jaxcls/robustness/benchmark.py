@@ -177,7 +177,7 @@ def heatmap_figure(cells: np.ndarray, names: list[str], severities: list[int], p
                 color="white" if v < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="top-1 accuracy")
     ax.set_title("accuracy under corruption")
-    return report._save(fig, path)
+    return report.save_figure(fig, path)
 
 
 def severity_figure(cells: np.ndarray, names: list[str], severities: list[int], clean: float,
@@ -194,4 +194,4 @@ def severity_figure(cells: np.ndarray, names: list[str], severities: list[int], 
     ax.set_ylabel("top-1 accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
-    return report._save(fig, path)
+    return report.save_figure(fig, path)

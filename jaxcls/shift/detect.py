@@ -96,7 +96,7 @@ def _histograms(result: dict, arrays: dict, path: str) -> str:
     axes[3].set_xticks(x, p["classes"], rotation=60, fontsize=7)
     axes[3].set_title("class priors")
     axes[3].legend(fontsize=8)
-    return report._save(fig, path)
+    return report.save_figure(fig, path)
 
 
 def run_shift(workdir: str, targets: list[str], out_dir: str | None = None,
@@ -126,13 +126,13 @@ def run_shift(workdir: str, targets: list[str], out_dir: str | None = None,
             for n, s in result["scores"].items()]
     m = result["mmd"]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>shift: "
-            f"{name}</title><style>{report._CSS}</style></head><body><h1>Shift of {name} "
+            f"{name}</title><style>{report.CSS}</style></head><body><h1>Shift of {name} "
             f"against {run.step_dir}</h1><p>{len(target)} target images ({len(unreadable)} "
             f"unreadable skipped). Feature MMD<sup>2</sup> {m['mmd2']:.4g}, permutation "
             f"p-value {m['p_value']:.4f}.</p>"
-            + report._table(["score", "target flagged", "eval flagged", "threshold"], rows)
-            + report._section("scores and priors", png)
-            + report._table(["class", "source", "predicted", "BBSE", "EM"],
+            + report.html_table(["score", "target flagged", "eval flagged", "threshold"], rows)
+            + report.html_section("scores and priors", png)
+            + report.html_table(["class", "source", "predicted", "BBSE", "EM"],
                             [[cls, *vals] for cls, *vals in zip(
                                 result["priors"]["classes"], result["priors"]["source"],
                                 result["priors"]["predicted"], result["priors"]["bbse"],
