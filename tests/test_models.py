@@ -255,3 +255,16 @@ def test_cpu_grouped_conv_gradients_equal_xla(stride, padding):
     ref = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
     for a, b in zip(ours, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_flat_offset_kernel_grad_candidate_equals_conv_py():
+    # The benchmark's rejected candidate must compute the same gradient, or its timing means
+    # nothing.
+    from jaxcls.bench import conv_layers
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))
+    g = jax.random.normal(jax.random.key(1), (2, 7, 7, 5))
+    ours = conv_layers.flat_offset_kernel_grad(x, g, (3, 3, 3, 5))
+    ref = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")) * g))(
+            jnp.zeros((3, 3, 3, 5)))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
