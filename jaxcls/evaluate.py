@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
 from jaxcls import calibration, checkpoint, cli, defaults, metrics, report, sharding, train, writers
+from jaxcls import mc_dropout as mc_dropout_lib
 from jaxcls.data import augment, loader, sources, tta
 
 # ---- a trained run ---------------------------------------------------------------------------
@@ -84,6 +85,7 @@ class Run:
     step_dir: str
     model: object
     variables: dict  # params and batch_stats, on this process's first device
+    mc_dropout: int = 0  # predictions as the mean of this many dropout samples (0: off)
     _predict_fns: dict = dataclasses.field(default_factory=dict)
 
     def predict_fn(self, tta_spec: str = ""):
@@ -102,10 +104,12 @@ def class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     return sources.create(streaming_config(config)).class_names
 
 
-def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: str = "") -> Run:
+def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: str = "",
+             mc_dropout: int = 0) -> Run:
     """The model and parameters of `workdir` at checkpoint `which` (see resolve_checkpoint);
     `ema`: its moving average of the parameters instead; `quantized`: the int8 model that
-    `python -m jaxcls.quantize --scheme=<quantized>` wrote for the run."""
+    `python -m jaxcls.quantize --scheme=<quantized>` wrote for the run; `mc_dropout`: predict
+    with that many dropout samples (jaxcls.mc_dropout)."""
     config = load_config(workdir)
     names = class_names(workdir, config)
     step_dir = resolve_checkpoint(workdir, which)
@@ -123,7 +127,10 @@ def load_run(workdir: str, which: str = "best", ema: bool = False, quantized: st
         model, variables, meta = schemes.load(schemes.directory(workdir, quantized), model,
                                               variables)
         logging.info("%s: %s int8 model quantized from %s", workdir, quantized, meta["source"])
-    return Run(workdir, config, names, step_dir, model, variables)
+    if mc_dropout:
+        mc_dropout_lib.check_samples(mc_dropout, mc_dropout_lib.dropout_rates(
+            model, variables, config.image_size), workdir)
+    return Run(workdir, config, names, step_dir, model, variables, mc_dropout)
 
 
 def streaming_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -146,12 +153,12 @@ def log_probs_fn(run: Run, tta_spec: str = ""):
     config = run.config
     tta.parse(tta_spec, config.crop_frac)  # a bad spec fails here, before any work
 
-    def predict(variables, images):
+    def predict(variables, images, rngs=None):
         views = tta.tta_views(images, tta_spec, config.crop_frac)
         v, n = views.shape[:2]
         views = views.swapaxes(0, 1).reshape(n * v, *views.shape[2:])  # each device: its rows
         x = augment.normalize(views, config.mean, config.std, jnp.dtype(config.dtype))
-        logits = run.model.apply(variables, x, train=False).astype(jnp.float32)
+        logits = run.model.apply(variables, x, train=False, rngs=rngs).astype(jnp.float32)
         log_probs = jax.nn.log_softmax(logits).reshape(n, v, -1)
         log_weights = jnp.log(tta.view_weights(tta_spec, config.crop_frac))[None, :, None]
         return jax.nn.logsumexp(log_probs + log_weights, axis=1)  # log of the mean probability
@@ -160,8 +167,11 @@ def log_probs_fn(run: Run, tta_spec: str = ""):
 
 
 def make_predict_fn(run: Run, tta_spec: str = "", mesh=None):
-    """Jitted log_probs_fn(run, tta_spec); the batch is split over all devices."""
+    """Jitted log_probs_fn(run, tta_spec) (with run.mc_dropout, the dict of
+    mc_dropout.sampled_log_probs); the batch is split over all devices."""
     predict = log_probs_fn(run, tta_spec)
+    if run.mc_dropout:
+        predict = mc_dropout_lib.sampled_log_probs(predict, run.mc_dropout)
     mesh = mesh or sharding.make_mesh()
     return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
                                           sharding.batch_sharding(mesh)),
@@ -174,8 +184,9 @@ def global_batch_size(config: ml_collections.ConfigDict) -> int:
 
 
 def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray]:
-    """{"log_probs" [N, C], "labels" [N], "index" [N]} for every readable example of `source`
-    in source order, from all processes' shards (eval padding and unreadable files dropped)."""
+    """{"log_probs" [N, C], "labels" [N], "index" [N]} (and "expected_entropy" [N] with
+    run.mc_dropout) for every readable example of `source` in source order, from all
+    processes' shards (eval padding and unreadable files dropped)."""
     mesh = sharding.make_mesh()
     batch_sharding = sharding.batch_sharding(mesh)
     predict = run.predict_fn(tta_spec)
@@ -186,7 +197,8 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
     for i, batch in enumerate(loader.eval_batches(source, batch_size, run.config.num_threads)):
         arrays = loader.to_global(batch, batch_sharding)
         arrays["index"] = jax.make_array_from_process_local_data(batch_sharding, batch["index"])
-        arrays["log_probs"] = predict(variables, arrays.pop("image"))
+        out = predict(variables, arrays.pop("image"))
+        arrays.update(out if isinstance(out, dict) else {"log_probs": out})
         parts.append(multihost_utils.process_allgather(arrays, tiled=True))
         if i + 1 == num_batches or time.monotonic() - last_log >= sources.PROGRESS_EVERY_S:
             logging.info("predicted %d/%d batches", i + 1, num_batches)
@@ -194,8 +206,7 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keep = out.pop("mask") > 0
     order = np.argsort(out["index"][keep], kind="stable")
-    return {"log_probs": out["log_probs"][keep][order], "labels": out["label"][keep][order],
-            "index": out["index"][keep][order]}
+    return {("labels" if k == "label" else k): v[keep][order] for k, v in out.items()}
 
 
 def ensemble(log_probs: list[np.ndarray]) -> np.ndarray:
@@ -247,7 +258,8 @@ def check_same_examples(runs: list[Run], datasets: list[sources.Dataset], split:
 
 def _predict_split(runs: list[Run], datasets: list[sources.Dataset], split: str,
                    tta_spec: str):
-    """(log-probs averaged over runs, labels, index, source of the first run)."""
+    """(log-probs averaged over runs, labels, index, source of the first run, the runs' mean
+    expected entropy over dropout samples or None)."""
     results, first = [], None
     for run, dataset in zip(runs, datasets, strict=True):
         source = _split_source(dataset, split, run.workdir)
@@ -257,8 +269,10 @@ def _predict_split(runs: list[Run], datasets: list[sources.Dataset], split: str,
                 results[-1]["labels"], results[0]["labels"]):
             raise ValueError(f"{run.workdir} and {runs[0].workdir} do not have the same "
                              f"{split} examples: an ensemble must evaluate one dataset")
+    expected_entropy = (np.mean([r["expected_entropy"] for r in results], axis=0)
+                        if "expected_entropy" in results[0] else None)
     return (ensemble([r["log_probs"] for r in results]), results[0]["labels"],
-            results[0]["index"], first)
+            results[0]["index"], first, expected_entropy)
 
 
 def calibrate(runs: list[Run], datasets: list[sources.Dataset], split: str, tta_spec: str,
@@ -267,7 +281,7 @@ def calibrate(runs: list[Run], datasets: list[sources.Dataset], split: str, tta_
     `split` itself by 2-fold cross-fitting (reported figures are out-of-fold). Returns the
     record (stored beside the checkpoint of a single run) and calibrated log-probabilities."""
     if split != "val" and all(d.val is not None for d in datasets):
-        val_log_probs, val_labels, _, _ = _predict_split(runs, datasets, "val", tta_spec)
+        val_log_probs, val_labels, *_ = _predict_split(runs, datasets, "val", tta_spec)
         t = calibration.fit_temperature(val_log_probs, val_labels)
         calibrated = calibration.scaled_log_probs(log_probs, t)
         record = {"temperature": t, "fitted_on": "val", "fit_examples": len(val_labels),
@@ -305,64 +319,89 @@ def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[d
             if off[i, j] > 0]
 
 
-def output_dir(workdirs: list[str], split: str, tta_spec: str, quantized: str = "") -> str:
-    """WORKDIR/eval/<split>[_tta_<spec>][_<quantized>][_ensemble], e.g.
-    eval/test_tta_flip+crops5, eval/test_w8a8."""
+def output_dir(workdirs: list[str], split: str, tta_spec: str, quantized: str = "",
+               mc_dropout: int = 0) -> str:
+    """WORKDIR/eval/<split>[_tta_<spec>][_<quantized>][_mc<N>][_ensemble], e.g.
+    eval/test_tta_flip+crops5, eval/test_w8a8, eval/test_mc20."""
     spec = tta.folder_name(tta_spec)
     name = split + (f"_tta_{spec}" if spec else "") + (f"_{quantized}" if quantized else "") + \
-        ("_ensemble" if len(workdirs) > 1 else "")
+        (f"_mc{mc_dropout}" if mc_dropout else "") + ("_ensemble" if len(workdirs) > 1 else "")
     return os.path.join(workdirs[0], "eval", name)
 
 
-def calibration_key(tta_spec: str, quantized: str = "") -> str:
-    """The key of a temperature in a checkpoint's calibration.json: one per TTA spec and
-    per quantized model, so an int8 evaluation never overwrites the float one."""
-    return tta_spec + (f"@{quantized}" if quantized else "")
+def calibration_key(tta_spec: str, quantized: str = "", mc_dropout: int = 0) -> str:
+    """The key of a temperature in a checkpoint's calibration.json: one per TTA spec, per
+    quantized model and per MC-dropout sample count, so an int8 or MC evaluation never
+    overwrites the plain one."""
+    return tta_spec + (f"@{quantized}" if quantized else "") + \
+        (f"~mc{mc_dropout}" if mc_dropout else "")
 
 
 def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_spec: str = "",
              ema: bool = False, out_dir: str | None = None, pictures: bool = True,
-             quantized: str = "") -> dict:
+             quantized: str = "", mc_dropout: int = 0) -> dict:
     """Evaluates one run (or the ensemble of several) on `split`; writes metrics.json,
     predictions.npz and, with `pictures`, the PNGs and report.html to `out_dir`; returns the
-    metrics."""
+    metrics. `mc_dropout`: predictions as the mean of that many dropout samples, with their
+    uncertainty and the deterministic model's figures beside them (jaxcls.mc_dropout)."""
     if split not in ("test", "val", "train"):
         raise ValueError(f"--split={split!r}: use test, val or train")
-    runs = [load_run(w, which, ema, quantized) for w in workdirs]
+    runs = [load_run(w, which, ema, quantized, mc_dropout) for w in workdirs]
     check_same_classes(runs)
     for run in runs:  # a bad TTA spec fails before any data is read
         tta.parse(tta_spec, run.config.crop_frac)
     names = runs[0].class_names
     datasets = [sources.create(streaming_config(r.config)) for r in runs]
     check_same_examples(runs, datasets, split)
-    log_probs, labels, index, source = _predict_split(runs, datasets, split, tta_spec)
+    log_probs, labels, index, source, expected_entropy = _predict_split(runs, datasets, split,
+                                                                        tta_spec)
     probs = np.exp(log_probs)
     result = {"workdirs": [os.path.abspath(w) for w in workdirs],
               "checkpoints": [r.step_dir for r in runs], "split": split, "tta": tta_spec,
-              "ema": ema, "quantized": quantized, "skipped": len(source) - len(labels)}
+              "ema": ema, "quantized": quantized, "mc_dropout": mc_dropout,
+              "skipped": len(source) - len(labels)}
+    arrays = {}
+    if mc_dropout:
+        result["mc_dropout_summary"] = mc_dropout_lib.summary(labels, log_probs,
+                                                              expected_entropy, mc_dropout)
+        result["mc_dropout_summary"]["deterministic"] = _deterministic_figures(
+            runs, datasets, split, tta_spec)
+        arrays = mc_dropout_lib.uncertainty(log_probs, expected_entropy)
     record, calibrated_log_probs = calibrate(runs, datasets, split, tta_spec, labels,
                                              log_probs)
     record["stored_in"] = None
     if len(runs) == 1 and jax.process_index() == 0:
-        calibration.save(runs[0].step_dir, calibration_key(tta_spec, quantized),
+        calibration.save(runs[0].step_dir, calibration_key(tta_spec, quantized, mc_dropout),
                          {k: v for k, v in record.items() if k != "stored_in"})
         record["stored_in"] = os.path.join(runs[0].step_dir, calibration.FILENAME)
     paths = (np.array([source.name(int(i)) for i in index])
              if runs[0].config.dataset.startswith("folder:") else None)
-    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec, quantized), result,
-                         labels,
-                         probs, np.exp(calibrated_log_probs), record, names,
-                         lambda i: source[int(index[i])]["image"], paths, pictures)
+    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec, quantized, mc_dropout),
+                         result, labels, probs, np.exp(calibrated_log_probs), record, names,
+                         lambda i: source[int(index[i])]["image"], paths, pictures, arrays)
+
+
+def _deterministic_figures(runs: list[Run], datasets: list[sources.Dataset], split: str,
+                           tta_spec: str) -> dict:
+    """Accuracy, ECE and log loss of the same runs with dropout off, before calibration: what
+    MC dropout is compared with."""
+    plain = [dataclasses.replace(r, mc_dropout=0, _predict_fns={}) for r in runs]
+    log_probs, labels, *_ = _predict_split(plain, datasets, split, tta_spec)
+    probs = np.exp(log_probs)
+    return {"accuracy": float(np.mean(np.argmax(probs, axis=-1) == labels)),
+            "ece_15": metrics.expected_calibration_error(labels, probs),
+            "log_loss": metrics.log_loss(labels, probs)}
 
 
 def write_outputs(out_dir: str, head: dict, labels: np.ndarray, probs: np.ndarray,
                   calibrated: np.ndarray, calibration_record: dict, names: list[str],
                   image: Callable[[int], np.ndarray], paths: np.ndarray | None = None,
-                  pictures: bool = True) -> dict:
+                  pictures: bool = True, arrays: dict | None = None) -> dict:
     """The outputs of one evaluation, whatever made the probabilities (a run, an ensemble, a
     classical or probe classifier): `head` (what was evaluated) plus every offline metric and
     the calibration before/after, as metrics.json; predictions.npz; with `pictures`, the PNGs
-    and report.html (`image(i)` is example i's uint8 picture). Returns the metrics."""
+    and report.html (`image(i)` is example i's uint8 picture); `arrays`: more per-example
+    arrays for predictions.npz. Returns the metrics."""
     result = dict(head)
     result.update(metrics.offline(labels, probs, names))
     record = dict(calibration_record)
@@ -377,12 +416,12 @@ def write_outputs(out_dir: str, head: dict, labels: np.ndarray, probs: np.ndarra
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(result, f, indent=2)
-        arrays = {"labels": labels.astype(np.int64), "probs": probs.astype(np.float32),
-                  "class_names": np.array(names), "temperature": np.float64(
-                      record["temperature"])}
+        saved = {"labels": labels.astype(np.int64), "probs": probs.astype(np.float32),
+                 "class_names": np.array(names), "temperature": np.float64(
+                     record["temperature"]), **(arrays or {})}
         if paths is not None:
-            arrays["paths"] = paths
-        np.savez_compressed(os.path.join(out_dir, "predictions.npz"), **arrays)
+            saved["paths"] = paths
+        np.savez_compressed(os.path.join(out_dir, "predictions.npz"), **saved)
         if pictures:
             report.write(out_dir, result, labels, probs, calibrated, names, image)
     logging.info("%s: top-1 %.4f, ECE %.4f -> %.4f at T=%.3f; wrote %s", result["split"],
@@ -419,7 +458,7 @@ def main(argv):
     writers.quiet_libraries()
     f = flags.FLAGS
     evaluate(f.workdir, f.split, f.checkpoint, f.tta, f.ema, f.out_dir,
-             quantized=f.quantized)
+             quantized=f.quantized, mc_dropout=f.mc_dropout)
 
 
 if __name__ == "__main__":
@@ -427,5 +466,7 @@ if __name__ == "__main__":
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out or val/ folder; train.")
     flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"
-                       "[_ensemble]")
+                       "[_<quantized>][_mc<N>][_ensemble]")
+    flags.DEFINE_integer("mc_dropout", 0, "predict with this many dropout samples and report "
+                         "their uncertainty (0: off; the model needs a dropout rate > 0)")
     cli.run(main)

@@ -206,6 +206,17 @@ def write(out_dir: str, result: dict, labels: np.ndarray, probs: np.ndarray,
                        "per-class")
     confused = html_table(["true", "predicted", "count"],
                       [[p["true"], p["predicted"], p["count"]] for p in result["most_confused"]])
+    mc = result.get("mc_dropout_summary")
+    mc_html = "" if not mc else (
+        f"<h2>MC dropout ({mc['samples']} samples)</h2>" + html_table(
+            ["", "MC dropout", "dropout off"],
+            [[k, result[k], mc["deterministic"][k]] for k in ("accuracy", "ece_15", "log_loss")]
+            + [["mean predictive entropy", mc["mean_predictive_entropy"], None],
+               ["mean mutual information", mc["mean_mutual_information"], None],
+               ["errors ranked by entropy (ROC AUC)", mc["error_auroc_predictive_entropy"],
+                None],
+               ["errors ranked by mutual information (ROC AUC)",
+                mc["error_auroc_mutual_information"], None]]))
     runs = ", ".join(result["checkpoints"])
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jaxcls evaluation: {html.escape(runs)}</title>
@@ -214,7 +225,7 @@ def write(out_dir: str, result: dict, labels: np.ndarray, probs: np.ndarray,
 <p>split <b>{html.escape(result["split"])}</b>, {result["examples"]} examples
 ({result["skipped"]} unreadable skipped), {len(class_names)} classes,
 test-time augmentation: {html.escape(result["tta"] or "none")}.</p>
-<h2>Metrics</h2>{summary}
+<h2>Metrics</h2>{summary}{mc_html}
 <h2>Calibration</h2>
 <p>Temperature {cal["temperature"]:.4f}, fitted on {html.escape(cal["fitted_on"])}
 ({cal["fit_examples"]} examples).</p>{warn}{calib}
