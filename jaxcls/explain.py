@@ -1,4 +1,5 @@
-"""Why a model predicts what it does: Grad-CAM, Grad-CAM++, attention rollout, integrated gradients.
+"""Why a model predicts what it does: Grad-CAM, Grad-CAM++, attention rollout, integrated
+gradients, LIME.
 
     python -m jaxcls.explain --workdir=W IMAGE_OR_DIR ... --method=gradcam --out=DIR \
         [--layer=stage4_block2] [--class=3] [--checkpoint=last|best|STEP]
@@ -8,7 +9,8 @@ DIR/<name>_<method>.png shows, under a title (class, probability, method), the i
 model saw it (the run's eval preprocessing) beside the heat map blended over it, with a colour
 bar of the map's values; DIR/<name>_<method>.npy is the map itself at
 its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the patch grid
-(rollout) or pixels (integrated gradients: attribution summed over the colour channels).
+(rollout) or pixels (integrated gradients: attribution summed over the colour channels;
+LIME: each pixel its superpixel's weight).
 
 - `gradcam`, `gradcam++` (CNNs, Swin): class-score gradients at a layer chosen by module path
   (default: the last top-level module with a spatial output, the last block of the last stage,
@@ -22,6 +24,10 @@ its own resolution, unnormalised: the layer's grid (Grad-CAM, Grad-CAM++), the p
 - `integrated_gradients` (any model): Sundararajan et al. (2017), the straight path from a
   baseline (black image, or the dataset mean) to the image, trapezoid rule over `steps`
   intervals; attributions sum to score(image) - score(baseline) up to the quadrature error.
+- `lime` (any model): Ribeiro et al. (2016), a weighted linear surrogate of the class
+  probability over `--samples` random on/off patterns of `--segments` SLIC superpixels, the
+  off ones at the baseline colour (jaxcls.lime); the masked images are predicted in jitted
+  batches. Scores here are probabilities, as in the lime package.
 
 Scores are logits (before the softmax) of the requested class, by default the predicted one.
 Printed probabilities are calibrated as jaxcls.predict's: softmax(logits / T) with the
@@ -38,20 +44,20 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from jaxcls import calibration, cli, evaluate, writers
+from jaxcls import calibration, cli, evaluate, lime, writers
 from jaxcls.data import augment, folders
 from jaxcls.data.images import load_image
 from jaxcls.models import vit
 
-METHODS = ("gradcam", "gradcam++", "rollout", "integrated_gradients")
+METHODS = ("gradcam", "gradcam++", "rollout", "integrated_gradients", "lime")
 
 
 def methods_for(model: nn.Module) -> tuple[str, ...]:
     """The methods that apply to `model`: attention rollout for ViTs (DeiTs too), Grad-CAM for
     the rest (Swin: its default layer is the final norm's map, see `default_layer`)."""
     if isinstance(model, vit.ViT):
-        return ("rollout", "integrated_gradients")
-    return ("gradcam", "gradcam++", "integrated_gradients")
+        return ("rollout", "integrated_gradients", "lime")
+    return ("gradcam", "gradcam++", "integrated_gradients", "lime")
 
 
 def _module_path(module: nn.Module) -> str:
@@ -195,14 +201,18 @@ def rollout_map(model: vit.ViT, rolled: jax.Array) -> jax.Array:
     return patches.reshape(-1, g, g)
 
 
-def make_explainer(model: nn.Module, method: str, layer: str | None = None, steps: int = 64
-                   ) -> Callable:
-    """A jitted fn(variables, images, target, baseline) -> {"map": [N, h, w], "logits",
-    "classes"}: `target` [N] int, -1 for the predicted class; `baseline` only for integrated
-    gradients. Grad-CAM needs `layer` (a path from `spatial_layers`)."""
+def make_explainer(model: nn.Module, method: str, layer: str | None = None, steps: int = 64,
+                   samples: int = 1000, segments: int = 50) -> Callable:
+    """A fn(variables, images, target, baseline) -> {"map": [N, h, w], "logits",
+    "classes"}: `target` [N] int, -1 for the predicted class (-2: a padding row, which LIME
+    leaves at zero); `baseline` [1, 1, 1, 3] only for integrated gradients and LIME. Grad-CAM
+    needs `layer` (a path from `spatial_layers`). Jitted whole, except LIME (jitted batches
+    of masked images, superpixels and the surrogate on the host)."""
     check_method(model, method)
     if method in ("gradcam", "gradcam++") and layer is None:
         raise ValueError(f"{method} needs a layer: one of spatial_layers(...)")
+    if method == "lime":
+        return _lime_explainer(model, samples, segments)
 
     def explain(variables, images, target, baseline):
         logits = model.apply(variables, images, train=False)
@@ -324,6 +334,23 @@ def parse_class(value: str | None, class_names: Sequence[str]) -> int:
                      f"{len(class_names)}; classes: {list(class_names)}")
 
 
+def _lime_explainer(model: nn.Module, samples: int, segments: int) -> Callable:
+    logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+    def explain(variables, images, target, baseline):
+        logits = np.asarray(jax.device_get(logits_fn(variables, images)))
+        target = np.asarray(target)
+        classes = np.where(target >= 0, target, np.argmax(logits, axis=-1)).astype(np.int32)
+        probs_fn = lambda x: jax.nn.softmax(logits_fn(variables, x))  # noqa: E731
+        heat = np.zeros(images.shape[:3], np.float32)
+        for i in np.flatnonzero(target >= -1):
+            heat[i] = lime.explain_image(probs_fn, images[i], int(classes[i]), baseline[0],
+                                         samples, segments)["map"]
+        return {"map": heat, "logits": logits, "classes": classes}
+
+    return explain
+
+
 def explainable_model(model: nn.Module) -> nn.Module:
     """`model` computing in float32 (gradients of bf16 activations are too coarse for maps) and
     without remat (same outputs; nothing to save in a forward pass)."""
@@ -335,7 +362,8 @@ def explainable_model(model: nn.Module) -> nn.Module:
 
 def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: str | None = None,
                   target: int = -1, steps: int = 64, baseline: str = "black",
-                  alpha: float = 0.5, png_size: int = 224, batch_size: int = 16) -> list[dict]:
+                  alpha: float = 0.5, png_size: int = 224, batch_size: int = 16,
+                  samples: int = 1000, segments: int = 50) -> list[dict]:
     """Explains each image file (or folder of them) with `run` (an evaluate.Run); writes
     DIR/<name>_<method>.png and .npy (names from `output_names`); returns one record per
     explained image (path, predicted and explained class, probabilities, outputs). Unreadable
@@ -361,7 +389,7 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     # black: pixel value 0 through the run's normalisation; mean: 0 after it (the mean colour).
     base = (augment.normalize(jnp.zeros((1, 1, 1, 3), jnp.uint8), config.mean, config.std)
             if baseline == "black" else jnp.zeros((1, 1, 1, 3)))
-    explain = make_explainer(model, method, layer, steps)
+    explain = make_explainer(model, method, layer, steps, samples, segments)
     temperature = calibration.temperature_or_one(run.step_dir)  # as jaxcls.predict prints
 
     loaded = []
@@ -377,7 +405,8 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
         pixels = np.zeros((batch_size, size, size, 3), np.uint8)  # fixed shape: one compile
         pixels[:len(chunk)] = [img for _, _, img in chunk]
         x = augment.normalize(jnp.asarray(pixels), config.mean, config.std)
-        out = jax.device_get(explain(run.variables, x, jnp.full(batch_size, target), base))
+        targets = np.where(np.arange(batch_size) < len(chunk), target, -2)  # -2: padding
+        out = jax.device_get(explain(run.variables, x, jnp.asarray(targets), base))
         probs = np.exp(calibration.scaled_log_probs(out["logits"], temperature))
         for i, (path, name, img) in enumerate(chunk):
             stem = os.path.join(out_dir, f"{name}_{method}")
@@ -407,8 +436,10 @@ def define_flags() -> None:
     flags.DEFINE_string("class", None, "class to explain, index or name (default: the "
                         "predicted one)")
     flags.DEFINE_integer("steps", 64, "integrated_gradients: intervals of the path integral")
-    flags.DEFINE_enum("baseline", "black", ["black", "mean"], "integrated_gradients: black "
-                      "image, or the mean colour (0 after normalising)")
+    flags.DEFINE_enum("baseline", "black", ["black", "mean"], "integrated_gradients and lime: "
+                      "black image, or the mean colour (0 after normalising)")
+    flags.DEFINE_integer("samples", 1000, "lime: random superpixel patterns per image")
+    flags.DEFINE_integer("segments", 50, "lime: about this many SLIC superpixels per image")
     flags.DEFINE_float("alpha", 0.5, "opacity of the heat map over the image")
     flags.DEFINE_integer("png_size", 224, "smaller images are enlarged to this side in the PNG")
     flags.DEFINE_integer("batch_size", 16, "images explained at once")
@@ -422,7 +453,8 @@ def main(argv):
     run = evaluate.load_run(f.workdir, f.checkpoint, f.ema)
     explain_files(run, argv[1:], f.method, f.out, f.layer, parse_class(f["class"].value,
                                                                     run.class_names),
-                  f.steps, f.baseline, f.alpha, f.png_size, f.batch_size)
+                  f.steps, f.baseline, f.alpha, f.png_size, f.batch_size, f.samples,
+                  f.segments)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from jaxcls import calibration, evaluate, explain, models, predict, train
+from jaxcls import calibration, evaluate, explain, lime, models, predict, train
 from jaxcls.data import augment
 
 SIZE = 16
@@ -61,15 +61,16 @@ def trained(tmp_path_factory):
     return {"run": run, "paths": paths, "left": left, "x": x, "labels": labels}
 
 
-def _maps(trained, method: str, classes=None, **kwargs):
-    """Maps of the test images for `classes` (default: their labels)."""
+def _maps(trained, method: str, classes=None, baseline=None, **kwargs):
+    """Maps of the test images for `classes` (default: their labels); `baseline` [1, 1, 1, 3]
+    normalised (default: 0, the mean colour)."""
     run = trained["run"]
     model = explain.explainable_model(run.model)
     layers = explain.spatial_layers(model, run.variables, (SIZE, SIZE, 3))
     fn = explain.make_explainer(model, method, explain.default_layer(layers), **kwargs)
     classes = trained["labels"] if classes is None else classes
-    return jax.device_get(fn(run.variables, trained["x"], jnp.asarray(classes),
-                             jnp.zeros((1, 1, 1, 3))))
+    baseline = jnp.zeros((1, 1, 1, 3)) if baseline is None else baseline
+    return jax.device_get(fn(run.variables, trained["x"], jnp.asarray(classes), baseline))
 
 
 def _localised(heat: np.ndarray, left: np.ndarray) -> float:
@@ -86,6 +87,35 @@ def test_cam_points_at_the_square_that_sets_the_class(trained, method):
     assert accuracy >= 0.9, f"the model did not learn the task (accuracy {accuracy})"
     assert out["map"].shape == (48, SIZE // 2, SIZE // 2)
     assert _localised(out["map"], trained["left"]) >= 0.9
+
+
+def test_lime_points_at_the_square_that_sets_the_class(trained):
+    # Off superpixels black, like the squares' dim background (the command's default; the
+    # mean colour fill is far from every training image of this toy task).
+    config = trained["run"].config
+    black = augment.normalize(jnp.zeros((1, 1, 1, 3), jnp.uint8), config.mean, config.std)
+    out = _maps(trained, "lime", baseline=black, samples=200, segments=16)
+    assert out["map"].shape == (48, SIZE, SIZE)
+    # The superpixel with the largest weight lies on the coloured square.
+    pixels = np.stack([np.asarray(Image.open(p)) for p in trained["paths"]])
+    square = pixels.max(-1) > 100
+    on_square = [sq.reshape(-1)[np.argmax(m)] for m, sq in zip(out["map"], square, strict=True)]
+    assert np.mean(on_square) >= 0.9, np.mean(on_square)
+
+
+def test_lime_surrogate_recovers_a_linear_score():
+    z = lime.patterns(12, 800, seed=1)
+    assert z[0].all() and 0.4 < z[1:].mean() < 0.6
+    w = np.linspace(-1, 1, 12)
+    fit = lime.surrogate(z, z @ w + 0.3)
+    np.testing.assert_allclose(fit["weights"], w, atol=0.02)
+    assert fit["intercept"] == pytest.approx(0.3, abs=0.05) and fit["r2"] > 0.99
+    labels = lime.superpixels(np.random.default_rng(0).random((16, 16, 3)), 8)
+    assert labels.min() == 0 and labels.max() == len(np.unique(labels)) - 1
+    image = jnp.ones((16, 16, 3))
+    off = np.asarray(lime.masked(image, jnp.asarray(labels), jnp.zeros((1, labels.max() + 1)),
+                                 jnp.full(3, -2.0)))
+    assert np.all(off == -2.0)
 
 
 def test_gradcam_at_the_last_block_is_the_class_activation_map(trained):
@@ -254,7 +284,7 @@ def test_distilled_deit_rollout_reads_both_prefix_tokens():
                           num_heads=4, mlp_dim=64)
     x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
     variables = _random_variables(model, x)
-    assert explain.methods_for(model) == ("rollout", "integrated_gradients")
+    assert explain.methods_for(model) == ("rollout", "integrated_gradients", "lime")
     explainer = explain.make_explainer(model, "rollout")
     weights, out = jax.device_get(jax.jit(lambda v, x: (  # one compile for both
         explain.attention_weights(model, v, x), explainer(v, x, jnp.full(2, -1), jnp.zeros(()))),
