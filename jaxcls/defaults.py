@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.wd_multipliers = ()  # ((regex, multiplier), ...) on the weight decay
     c.layer_decay = 1.0  # layer-wise lr decay: block i of L gets layer_decay**(L + 1 - i) (1: off)
     c.ema_decay = 0.0  # keep an EMA of the params, evaluated beside them as split eval_ema (0: off)
+    c.quantization = ""  # quantization-aware training: "w8a8" = int8 fake quant (quantize/qat.py)
     c.freeze_epochs = ()  # ((regex, epoch), ...): matching parameters stop training at that epoch
     c.whiten_init = ""  # conv kernel path set from train-patch statistics ("": off; whitening.py)
     c.whiten_init_images = 5000  # whiten_init: a seeded sample of this many training images

@@ -28,6 +28,7 @@ from jaxcls import (
 )
 from jaxcls.data import augment, loader, sources, tta
 from jaxcls.models import whitening
+from jaxcls.quantize import qat
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -52,6 +53,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     models.check_name(config.model)
     create_model(config, 2)  # model_kwargs and model keys fit the model
     optim.check_rules(config)
+    qat.check(config.quantization)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
     monitor.check(config)
@@ -339,6 +341,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch_sharding = sharding.batch_sharding(mesh)
     model, schedule, tx = create_model_and_optimizer(config, dataset.num_classes,
                                                      steps_per_epoch, total_steps)
+    model = qat.training_model(model, config.quantization)
     init_rng, step_rng = seed_rngs(config.seed)
     init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)

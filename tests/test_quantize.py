@@ -11,8 +11,8 @@ import pytest
 from conftest import tiny_config
 
 from jaxcls import calibration, evaluate, models, train
-from jaxcls.data import sources
-from jaxcls.quantize import schemes, table
+from jaxcls.data import augment, sources
+from jaxcls.quantize import qat, schemes, table
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,34 @@ def test_loading_an_unquantized_scheme_names_the_command(tmp_path):
         schemes.load(str(tmp_path / "quantized" / "w8"), model, variables)
     with pytest.raises(ValueError, match="--scheme='int4'"):
         schemes.check_scheme("int4")
+
+
+@pytest.mark.slow  # (CI budget) a QAT training run, then PTQ of its weights
+def test_quantization_aware_training_evaluates_what_int8_deployment_computes(tmp_path):
+    # The evaluations logged during a QAT run are of the fake-quantized model; quantizing its
+    # weights to int8 afterwards (PTQ w8a8, dynamic ranges: the same rounding) must give the
+    # same predictions, while the float model of the same weights does not compute that.
+    workdir = str(tmp_path / "qat")
+    config = tiny_config(num_steps=30, eval_every_steps=30, quantization="w8a8",
+                         model_kwargs={"width": 16, "stage_sizes": (1, 1)})
+    train.run(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [r for r in map(json.loads, f) if r["split"] == "eval"][-1]
+    assert logged["accuracy"] > 0.5
+    run = evaluate.load_run(workdir, "last")
+    qat_model = qat.training_model(run.model, "w8a8")
+    assert jax.tree.structure(qat_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                                             train=False)) == jax.tree.structure(run.variables)
+    int8_model, int8_variables = schemes.quantize(run.model, run.variables, "w8a8", 8)
+    x = augment.normalize(jnp.asarray(sources.create(config).eval.images), config.mean,
+                          config.std)
+    fake = np.asarray(qat_model.apply(run.variables, x, train=False))
+    int8 = np.asarray(int8_model.apply(int8_variables, x, train=False))
+    plain = np.asarray(run.model.apply(run.variables, x, train=False))
+    assert np.mean(fake.argmax(1) == int8.argmax(1)) >= 0.99
+    assert np.abs(fake - int8).max() < 0.1 * np.abs(fake - plain).max()
+    labels = sources.create(config).eval.labels
+    # (Within 1%: the logged eval ran in batches of 32, so a near-tie may round differently.)
+    assert np.mean(fake.argmax(1) == labels) == pytest.approx(logged["accuracy"], abs=0.01)
+    with pytest.raises(ValueError, match="config.quantization='int4'"):
+        train.validate(tiny_config(quantization="int4"))

@@ -70,7 +70,8 @@ class WeightOnlyInt8:
 # ---- w8a8 and w8a8_static through qwix -------------------------------------------------------
 
 
-def _rule_kwargs(scheme: str) -> dict:
+def rule_kwargs(scheme: str) -> dict:
+    """qwix rule arguments for `scheme`: every module, int8 weights and activations."""
     return {"module_path": ".*", "weight_qtype": jnp.int8, "act_qtype": jnp.int8,
             "act_static_scale": scheme == "w8a8_static"}
 
@@ -79,14 +80,14 @@ def qwix_model(model: nn.Module, scheme: str) -> nn.Module:
     import qwix
 
     return qwix.quantize_model(model, qwix.PtqProvider([qwix.QuantizationRule(
-        **_rule_kwargs(scheme))]))
+        **rule_kwargs(scheme))]))
 
 
 def _calibration_step(model: nn.Module):
     import qwix
 
     qt = qwix.quantize_model(model, qwix.QtProvider([qwix.QtRule(
-        **_rule_kwargs("w8a8_static"))]))
+        **rule_kwargs("w8a8_static"))]))
 
     def step(variables, stats, x):
         v = variables if stats is None else {**variables, "quant_stats": stats}
