@@ -320,21 +320,23 @@ def most_confused(cm: np.ndarray, class_names: list[str], n: int = 10) -> list[d
 
 
 def output_dir(workdirs: list[str], split: str, tta_spec: str, quantized: str = "",
-               mc_dropout: int = 0) -> str:
-    """WORKDIR/eval/<split>[_tta_<spec>][_<quantized>][_mc<N>][_ensemble], e.g.
-    eval/test_tta_flip+crops5, eval/test_w8a8, eval/test_mc20."""
+               mc_dropout: int = 0, ema: bool = False) -> str:
+    """WORKDIR/eval/<split>[_ema][_tta_<spec>][_<quantized>][_mc<N>][_ensemble], e.g.
+    eval/test_tta_flip+crops5, eval/test_w8a8, eval/test_mc20, eval/test_ema."""
     spec = tta.folder_name(tta_spec)
-    name = split + (f"_tta_{spec}" if spec else "") + (f"_{quantized}" if quantized else "") + \
+    name = split + ("_ema" if ema else "") + (f"_tta_{spec}" if spec else "") + \
+        (f"_{quantized}" if quantized else "") + \
         (f"_mc{mc_dropout}" if mc_dropout else "") + ("_ensemble" if len(workdirs) > 1 else "")
     return os.path.join(workdirs[0], "eval", name)
 
 
-def calibration_key(tta_spec: str, quantized: str = "", mc_dropout: int = 0) -> str:
+def calibration_key(tta_spec: str, quantized: str = "", mc_dropout: int = 0,
+                    ema: bool = False) -> str:
     """The key of a temperature in a checkpoint's calibration.json: one per TTA spec, per
-    quantized model and per MC-dropout sample count, so an int8 or MC evaluation never
-    overwrites the plain one."""
+    quantized model, per MC-dropout sample count and for the EMA parameters, so no variant's
+    evaluation overwrites the plain one's."""
     return tta_spec + (f"@{quantized}" if quantized else "") + \
-        (f"~mc{mc_dropout}" if mc_dropout else "")
+        (f"~mc{mc_dropout}" if mc_dropout else "") + ("+ema" if ema else "")
 
 
 def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_spec: str = "",
@@ -371,14 +373,15 @@ def evaluate(workdirs: list[str], split: str = "test", which: str = "best", tta_
                                              log_probs)
     record["stored_in"] = None
     if len(runs) == 1 and jax.process_index() == 0:
-        calibration.save(runs[0].step_dir, calibration_key(tta_spec, quantized, mc_dropout),
+        calibration.save(runs[0].step_dir, calibration_key(tta_spec, quantized, mc_dropout, ema),
                          {k: v for k, v in record.items() if k != "stored_in"})
         record["stored_in"] = os.path.join(runs[0].step_dir, calibration.FILENAME)
     paths = (np.array([source.name(int(i)) for i in index])
              if runs[0].config.dataset.startswith("folder:") else None)
-    return write_outputs(out_dir or output_dir(workdirs, split, tta_spec, quantized, mc_dropout),
-                         result, labels, probs, np.exp(calibrated_log_probs), record, names,
-                         lambda i: source[int(index[i])]["image"], paths, pictures, arrays)
+    out_dir = out_dir or output_dir(workdirs, split, tta_spec, quantized, mc_dropout, ema)
+    return write_outputs(out_dir, result, labels, probs, np.exp(calibrated_log_probs), record,
+                         names, lambda i: source[int(index[i])]["image"], paths, pictures,
+                         arrays)
 
 
 def _deterministic_figures(runs: list[Run], datasets: list[sources.Dataset], split: str,
@@ -465,7 +468,7 @@ if __name__ == "__main__":
     define_run_flags(quantized=True)
     flags.DEFINE_enum("split", "test", ["test", "val", "train"], "test: the run's eval split; "
                       "val: its config.val_fraction hold-out or val/ folder; train.")
-    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_tta_<spec>]"
+    flags.DEFINE_string("out_dir", None, "default: WORKDIR/eval/<split>[_ema][_tta_<spec>]"
                        "[_<quantized>][_mc<N>][_ensemble]")
     flags.DEFINE_integer("mc_dropout", 0, "predict with this many dropout samples and report "
                          "their uncertainty (0: off; the model needs a dropout rate > 0)")

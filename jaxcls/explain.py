@@ -363,7 +363,7 @@ def explainable_model(model: nn.Module) -> nn.Module:
 def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: str | None = None,
                   target: int = -1, steps: int = 64, baseline: str = "black",
                   alpha: float = 0.5, png_size: int = 224, batch_size: int = 16,
-                  samples: int = 1000, segments: int = 50) -> list[dict]:
+                  samples: int = 1000, segments: int = 50, ema: bool = False) -> list[dict]:
     """Explains each image file (or folder of them) with `run` (an evaluate.Run); writes
     DIR/<name>_<method>.png and .npy (names from `output_names`); returns one record per
     explained image (path, predicted and explained class, probabilities, outputs). Unreadable
@@ -390,7 +390,9 @@ def explain_files(run, paths: Sequence[str], method: str, out_dir: str, layer: s
     base = (augment.normalize(jnp.zeros((1, 1, 1, 3), jnp.uint8), config.mean, config.std)
             if baseline == "black" else jnp.zeros((1, 1, 1, 3)))
     explain = make_explainer(model, method, layer, steps, samples, segments)
-    temperature = calibration.temperature_or_one(run.step_dir)  # as jaxcls.predict prints
+    # As jaxcls.predict prints (`ema`: the run's parameters are its moving average).
+    temperature = calibration.temperature_or_one(run.step_dir,
+                                                 evaluate.calibration_key("", ema=ema))
 
     loaded = []
     for p, name in zip(paths, output_names(paths), strict=True):
@@ -454,7 +456,7 @@ def main(argv):
     explain_files(run, argv[1:], f.method, f.out, f.layer, parse_class(f["class"].value,
                                                                     run.class_names),
                   f.steps, f.baseline, f.alpha, f.png_size, f.batch_size, f.samples,
-                  f.segments)
+                  f.segments, f.ema)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Predictor:
         self.fns = [r.predict_fn(tta_spec) for r in self.runs]
         self.variables = [jax.device_put(r.variables, sharding.replicated(mesh))
                           for r in self.runs]
-        key = evaluate.calibration_key(tta_spec, quantized, mc_dropout)
+        key = evaluate.calibration_key(tta_spec, quantized, mc_dropout, ema)
         self.temperatures = [calibration.temperature_or_one(r.step_dir, key)
                              for r in self.runs]
 

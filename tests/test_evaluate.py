@@ -287,3 +287,28 @@ def test_report_renders_in_chromium_without_errors(run):
     dom = proc.stdout
     assert dom.count("<img") == 6 and dom.count("<h2>") >= 9
     assert "Classification report" in dom and "reliability diagram" in dom
+
+
+def test_evaluate_ema_uses_the_moving_average(tmp_path):
+    workdir = str(tmp_path / "ema")
+    config = tiny_config(num_steps=12, ema_decay=0.8)
+    train.run(config, workdir)
+    state = checkpoint.load_state(evaluate.resolve_checkpoint(workdir, "last"))
+    result = evaluate.evaluate([workdir], which="last", ema=True, pictures=False)
+    assert result["ema"] is True
+    run = evaluate.load_run(workdir, "last")
+    source = sources.create(config).eval
+    x = augment.normalize(jnp.asarray(source.images), config.mean, config.std)
+    probs = {}
+    for name in ("params", "ema_params"):
+        variables = {"params": state[name], "batch_stats": state["batch_stats"]}
+        probs[name] = np.asarray(jax.nn.softmax(run.model.apply(variables, x, train=False)))
+    saved = _npz(workdir, "test_ema")["probs"]  # its own folder and temperature key
+    np.testing.assert_allclose(saved, probs["ema_params"], atol=1e-5)
+    assert np.abs(saved - probs["params"]).max() > 1e-3  # not the raw parameters
+    step_dir = evaluate.resolve_checkpoint(workdir, "last")
+    assert set(calibration.load_all(step_dir)) == {"+ema"}  # the plain key stays free
+    plain = str(tmp_path / "plain")
+    train.run(tiny_config(num_steps=2), plain)
+    with pytest.raises(ValueError, match="no EMA parameters"):
+        evaluate.load_run(plain, "last", ema=True)

@@ -205,3 +205,23 @@ def test_summarize_gives_mean_and_std_over_seeds(tmp_path):
     with open(tmp_path / "runs.csv") as f:
         assert [r["run"] for r in csv.DictReader(f)] == names
     assert min(Image.open(tmp_path / "summary.png").size) > 100
+
+
+def test_a_failing_setting_does_not_end_the_sweep_and_a_signal_does(tmp_path, monkeypatch):
+    resolved = [(f"s={i}", ml_collections.ConfigDict({"num_steps": 1})) for i in range(4)]
+    started = []
+
+    def fake_run(config, run_dir):
+        started.append(os.path.basename(run_dir))
+        if run_dir.endswith("s=1"):
+            raise FloatingPointError("loss is NaN")
+        return {"stopped_by": "SIGTERM"} if run_dir.endswith("s=3") else {}
+
+    monkeypatch.setattr(sweep.train, "run", fake_run)
+    monkeypatch.setattr(sweep, "is_finished", lambda run_dir, config: False)
+    assert sweep.run_local(resolved, str(tmp_path), [0, 1, 2, 3]) == ["s=1"]
+    assert started == ["s=0", "s=1", "s=2", "s=3"]
+    started.clear()
+    # A setting stopped by a signal (saved, resumable) stops the sweep: s=2 does not start.
+    assert sweep.run_local(resolved, str(tmp_path), [3, 2]) == []
+    assert started == ["s=3"]

@@ -152,7 +152,7 @@ def export_run(workdir: str, out: str, which: str = "best", ema: bool = False,
     reference = predict.Predictor([workdir], which, tta_spec, ema, quantized)
     run, temperature = reference.runs[0], reference.temperatures[0]
     calibrated = calibration.temperature(
-        run.step_dir, evaluate.calibration_key(tta_spec, quantized)) is not None
+        run.step_dir, evaluate.calibration_key(tta_spec, quantized, ema=ema)) is not None
     fn = serving_function(run, tta_spec, temperature)
     source = sources.create(evaluate.streaming_config(run.config)).eval
     if verify_examples:

@@ -37,7 +37,8 @@ def from_workdir(workdir: str, which: str = "best", ema: bool = False,
     from jaxcls.export import build
 
     run = evaluate.load_run(workdir, which, ema)
-    temperature = calibration.temperature(run.step_dir, tta_spec)
+    temperature = calibration.temperature(run.step_dir, evaluate.calibration_key(tta_spec,
+                                                                                ema=ema))
     if temperature is None:
         logging.warning("%s has no temperature for TTA %r: probabilities are uncalibrated",
                         run.step_dir, tta_spec)
