@@ -25,6 +25,7 @@ class PatchEmbed(nn.Module):
     patch_size: int
     width: int
     dtype: Any = jnp.float32
+    use_bias: bool = True  # CLIP's patch convolution has none
 
     @nn.compact
     def __call__(self, x):
@@ -33,11 +34,12 @@ class PatchEmbed(nn.Module):
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width))
-        bias = self.param("bias", nn.initializers.zeros, (self.width,))
         x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(n, (h // p) * (w // p), p * p * c)
         y = jnp.dot(x.astype(self.dtype), kernel.reshape(-1, self.width).astype(self.dtype))
-        return y + bias.astype(self.dtype)
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", nn.initializers.zeros, (self.width,)).astype(self.dtype)
 
 
 class Attention(nn.Module):
@@ -75,23 +77,31 @@ class Attention(nn.Module):
                                name="out")(y)
 
 
+def quick_gelu(x):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
 class Mlp(nn.Module):
     mlp_dim: int
     dropout_rate: float = 0.0
     gelu_approximate: bool = False
     dtype: Any = jnp.float32
+    quick_gelu: bool = False  # OpenAI CLIP's activation in place of GELU
 
     @nn.compact
     def __call__(self, x, train: bool):
         dense = partial(nn.Dense, kernel_init=dense_init, bias_init=nn.initializers.normal(1e-6),
                         dtype=self.dtype)
-        y = nn.gelu(dense(self.mlp_dim, name="fc1")(x), approximate=self.gelu_approximate)
+        y = dense(self.mlp_dim, name="fc1")(x)
+        y = quick_gelu(y) if self.quick_gelu else nn.gelu(y, approximate=self.gelu_approximate)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         return dense(x.shape[-1], name="fc2")(y)
 
 
 class EncoderBlock(nn.Module):
-    """x + attn(norm1(x)), then x + mlp(norm2(x)), each branch with dropout and drop-path."""
+    """x + attn(norm1(x)), then x + mlp(norm2(x)), each branch with dropout and drop-path.
+    `bias` is added to the attention logits (CLIP's causal text mask)."""
 
     num_heads: int
     mlp_dim: int
@@ -102,16 +112,17 @@ class EncoderBlock(nn.Module):
     attention: str | None = None
     gelu_approximate: bool = False
     dtype: Any = jnp.float32
+    quick_gelu: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, bias=None):
         norm = partial(nn.LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype)
         drop = partial(nn.Dropout, self.dropout_rate, deterministic=not train)
         y = Attention(self.num_heads, self.attention_dropout_rate, self.attention, self.dtype,
-                      name="attn")(norm(name="norm1")(x), train)
+                      name="attn")(norm(name="norm1")(x), train, bias)
         x = x + DropPath(self.drop_path_rate)(drop()(y), train)
         y = Mlp(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
-                name="mlp")(norm(name="norm2")(x), train)
+                self.quick_gelu, name="mlp")(norm(name="norm2")(x), train)
         return x + DropPath(self.drop_path_rate)(drop()(y), train)
 
 
@@ -135,6 +146,9 @@ class ViT(nn.Module):
     gelu_approximate: bool = False  # tanh GELU, as big_vision trains; exact as HF/timm/torch
     remat: bool = False  # recompute each block in the backward pass (less memory, more compute)
     dtype: Any = jnp.float32  # compute dtype; params stay float32
+    pre_norm: bool = False  # a LayerNorm on the embedded tokens before the encoder (CLIP's ln_pre)
+    patch_bias: bool = True  # False: a patch embedding without bias (CLIP)
+    quick_gelu: bool = False  # x * sigmoid(1.702 x) in the MLPs (OpenAI CLIP) instead of GELU
 
     @property
     def prefix_tokens(self) -> tuple[str, ...]:
@@ -144,7 +158,8 @@ class ViT(nn.Module):
     def encode(self, x, train: bool):
         """Images -> the encoder's normalised tokens [N, prefix + patches, width]; called from
         a compact __call__ (the prefix tokens' parameters are named by `prefix_tokens`)."""
-        x = PatchEmbed(self.patch_size, self.width, self.dtype, name="patch_embed")(x)
+        x = PatchEmbed(self.patch_size, self.width, self.dtype, self.patch_bias,
+                       name="patch_embed")(x)
         n = x.shape[0]
         tokens = [jnp.broadcast_to(self.param(name, nn.initializers.zeros, (1, 1, self.width))
                                    .astype(self.dtype), (n, 1, self.width))
@@ -153,12 +168,15 @@ class ViT(nn.Module):
         posemb = self.param("pos_embedding", nn.initializers.normal(0.02),
                             (1, x.shape[1], self.width))
         x = x + posemb.astype(self.dtype)
+        if self.pre_norm:
+            x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="pre_norm")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i, rate in enumerate(drop_path_rates(self.drop_path_rate, self.depth)):
             x = block(self.num_heads, self.mlp_dim, self.dropout_rate,
                       self.attention_dropout_rate, rate, self.layer_norm_eps, self.attention,
-                      self.gelu_approximate, self.dtype, name=f"block{i}")(x, train)
+                      self.gelu_approximate, self.dtype, self.quick_gelu,
+                      name=f"block{i}")(x, train)
         return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
 
     @nn.compact
