@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxcls.models import vit
 
-LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which CLIP uses
+LAYER_NORM_EPS = vit.CLIP["layer_norm_eps"]  # torch's LayerNorm default, which CLIP uses
 
 
 class ImageTower(vit.ViT):
@@ -26,10 +26,10 @@ class ImageTower(vit.ViT):
     embed_dim: int = 512  # the joint embedding space
     image_size: int = 224  # the input resolution its position embedding was trained for
     # ViT fields as CLIP sets them (the classifier `num_classes` is unused here)
-    pre_norm: bool = True
-    patch_bias: bool = False
-    quick_gelu: bool = True
-    layer_norm_eps: float = LAYER_NORM_EPS
+    pre_norm: bool = vit.CLIP["pre_norm"]
+    patch_bias: bool = vit.CLIP["patch_bias"]
+    quick_gelu: bool = vit.CLIP["quick_gelu"]
+    layer_norm_eps: float = vit.CLIP["layer_norm_eps"]
 
     @nn.compact
     def __call__(self, x, train: bool = False):

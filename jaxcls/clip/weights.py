@@ -88,9 +88,10 @@ def architecture(tensors: dict[str, np.ndarray], vision_heads: int | None = None
     return clip_model.CLIP(image, text)
 
 
-def read(path: str, layout: str = "auto") -> weights.Checkpoint:
-    """The tensors at `path` in jaxcls' CLIP names; layout: auto | openai | hf."""
-    source = files.read_tensors(path)
+def read(path: str, layout: str = "auto", source: dict | None = None) -> weights.Checkpoint:
+    """The tensors at `path` (or `source`, its tensors already read) in jaxcls' CLIP names;
+    layout: auto | openai | hf."""
+    source = files.read_tensors(path) if source is None else source
     if layout == "auto":
         layout = layouts.detect(list(source))
     if layout not in ("openai", "hf"):
@@ -125,3 +126,26 @@ def load(path: str, layout: str = "auto", quick_gelu: bool | None = None,
                               jax.random.key(0))
     variables = weights.fit(ckpt, abstract, new_head=dict)
     return model, jax.tree.map(jnp.asarray, variables), ckpt.preprocessing
+
+
+def image_tower_checkpoint(path: str, layout: str = "auto", source: dict | None = None
+                           ) -> weights.Checkpoint:
+    """The image tower of the CLIP weights at `path` as a ViT classifier's checkpoint (models
+    `clip_vit_*`, through `jaxcls.weights.read` and so `config.init_from`): its params moved to
+    the top level, shaped as a ViT's, without `proj` and with no head (a fine-tune makes one);
+    the text tower and logit_scale are left out."""
+    ckpt = read(path, layout, source)
+    width = ckpt.tensors["params/image/patch_embed/kernel"].shape[-1]
+    shapes = {"params/pos_embedding": (1, -1, width), "params/cls": (1, 1, width)}
+    tensors = {}
+    for key, value in ckpt.tensors.items():
+        if key.startswith("params/image/") and key != "params/image/proj/kernel":
+            key = "params/" + key.removeprefix("params/image/")
+            tensors[key] = value.reshape(shapes[key]) if key in shapes else value
+    known, kwargs = ckpt.model_kwargs, {}
+    if "quick_gelu" in known:
+        kwargs["quick_gelu"] = known["quick_gelu"]
+    if known.get("vision_heads"):
+        kwargs["num_heads"] = known["vision_heads"]
+    return weights.Checkpoint(path, ckpt.layout, tensors, kwargs, ckpt.preprocessing,
+                              ckpt.unexpected)

@@ -8,7 +8,7 @@ elementwise work such as GELU's erf, which puts ConvNeXt-T at 4.74 "GMACs" again
     python -m jaxcls.models [vit] [--names vit_b16,convnext_tiny] [--recount]
 
 A positional argument keeps the models whose name contains it (`vit`, `convnext_t`). Tracing
-all 40 models takes minutes on 2 CPU cores, so the table prints the figures recorded in
+all the models takes minutes on 2 CPU cores, so the table prints the figures recorded in
 FIGURES below, each with a fingerprint of its model's fields (the module's repr); a model whose
 fields changed, or one not recorded, is traced (`count`). `--recount` traces every listed
 model and prints FIGURES' new lines; tests/test_models.py checks the recorded figures against
@@ -33,18 +33,21 @@ FIGURES = {
     "resnet50": (25557032, 4.0892, 224, "6a8a02457ade"),
     "resnet101": (44549160, 7.8014, 224, "d8401d7d1228"),
     "resnet152": (60192808, 11.5136, 224, "57e25df9f79b"),
-    "vit_ti16": (5717416, 1.2537, 224, "f583b49f5ac7"),
-    "vit_s16": (22050664, 4.5989, 224, "ec2760254e27"),
-    "vit_s32": (22878952, 1.1429, 224, "d7d184b9190a"),
-    "vit_b16": (86567656, 17.5638, 224, "57d8b3baafb9"),
-    "vit_b32": (88224232, 4.4092, 224, "9aa2a620630f"),
-    "vit_b8": (86576872, 78.1483, 224, "3777008c2062"),
-    "vit_l16": (304326632, 61.5547, 224, "71b4ca399413"),
-    "vit_l32": (306535400, 15.3775, 224, "2c615f91f02a"),
-    "vit_h14": (632045800, 167.2951, 224, "65629bb122f0"),
-    "vit_ti4": (5553832, 0.3653, 32, "2570e0449cf9"),
-    "vit_s4": (21723496, 1.4207, 32, "ac6c92de4bd0"),
-    "vit_s8": (21760360, 0.3652, 32, "34c39c4bdba0"),
+    "vit_ti16": (5717416, 1.2537, 224, "4b5a00d78476"),
+    "vit_s16": (22050664, 4.5989, 224, "4a04213b8ca9"),
+    "vit_s32": (22878952, 1.1429, 224, "42889ec3714e"),
+    "vit_b16": (86567656, 17.5638, 224, "c4f4692d0b75"),
+    "vit_b32": (88224232, 4.4092, 224, "b2a7b47f0c2f"),
+    "vit_b8": (86576872, 78.1483, 224, "c1daa80e688f"),
+    "vit_l16": (304326632, 61.5547, 224, "2a2be5d51c02"),
+    "vit_l32": (306535400, 15.3775, 224, "cc0f8d7b3fcd"),
+    "vit_h14": (632045800, 167.2951, 224, "68f70228fc6b"),
+    "vit_ti4": (5553832, 0.3653, 32, "1521890801ce"),
+    "vit_s4": (21723496, 1.4207, 32, "1fd4b1b3a30c"),
+    "vit_s8": (21760360, 0.3652, 32, "42f2b00e7ac5"),
+    "clip_vit_b32": (88225000, 4.4092, 224, "837b3c0099e0"),
+    "clip_vit_b16": (86568424, 17.5638, 224, "ac065b8211b9"),
+    "clip_vit_l14": (304204776, 81.0130, 224, "d88f49322f3e"),
     "convnext_atto": (3695520, 0.5473, 224, "6d1ca39ea762"),
     "convnext_nano": (15593560, 2.4455, 224, "54c3b4d0185e"),
     "convnext_tiny": (28589128, 4.4555, 224, "3095630cdd4e"),
@@ -113,12 +116,12 @@ FIGURES = {
     "swin_tiny_patch4_window7_224": (28288354, 4.4906, 224, "e5dd560d2471"),
     "swin_small_patch4_window7_224": (49606258, 8.7409, 224, "d26a3bba3dff"),
     "swin_base_patch4_window7_224": (87768224, 15.4309, 224, "25e95cd028cc"),
-    "deit_tiny_patch16_224": (5717416, 1.2537, 224, "f583b49f5ac7"),
-    "deit_small_patch16_224": (22050664, 4.5989, 224, "ec2760254e27"),
-    "deit_base_patch16_224": (86567656, 17.5638, 224, "57d8b3baafb9"),
-    "deit_tiny_distilled_patch16_224": (5910800, 1.2610, 224, "c67c90de1a3c"),
-    "deit_small_distilled_patch16_224": (22436432, 4.6241, 224, "b60ce4cd3270"),
-    "deit_base_distilled_patch16_224": (87338192, 17.6568, 224, "505ca5b156f1"),
+    "deit_tiny_patch16_224": (5717416, 1.2537, 224, "4b5a00d78476"),
+    "deit_small_patch16_224": (22050664, 4.5989, 224, "4a04213b8ca9"),
+    "deit_base_patch16_224": (86567656, 17.5638, 224, "c4f4692d0b75"),
+    "deit_tiny_distilled_patch16_224": (5910800, 1.2610, 224, "4dca66ea9ddb"),
+    "deit_small_distilled_patch16_224": (22436432, 4.6241, 224, "09da1cefe240"),
+    "deit_base_distilled_patch16_224": (87338192, 17.6568, 224, "56b0746a9c54"),
 }
 
 

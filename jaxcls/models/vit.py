@@ -211,6 +211,11 @@ def vit(size: str, patch_size: int, module: type[ViT] = ViT, **kwargs) -> ViT:
 MODELS = {f"vit_{s}{p}": partial(vit, s, p) for s, p in (
     ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
     ("h", 14), ("ti", 4), ("s", 4), ("s", 8))}
+# CLIP's image towers as classifiers (fine-tune them from CLIP weights with config.init_from;
+# jaxcls/clip has the full two-tower model): ln_pre, no patch bias, QuickGELU, eps 1e-5.
+CLIP = {"pre_norm": True, "patch_bias": False, "quick_gelu": True, "layer_norm_eps": 1e-5}
+MODELS.update({f"clip_vit_{s}{p}": partial(vit, s, patch_size=p, **CLIP)
+               for s, p in (("b", 32), ("b", 16), ("l", 14))})
 IMAGE_SIZE = {"vit_ti4": 32, "vit_s4": 32, "vit_s8": 32}  # patch-4/8 ViTs are for 32x32 images
 
 

@@ -433,6 +433,11 @@ IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.|deit\.)?pooler\..*|"
                      r"input_resolution|context_length|vocab_size|" + _AUX_HEADS)
 
 
+def is_clip(keys: list[str]) -> bool:
+    """Whether the keys are a CLIP model's (OpenAI / open_clip, or Hugging Face CLIPModel)."""
+    return any(k.startswith(("visual.transformer.", "vision_model.embeddings.")) for k in keys)
+
+
 def detect(keys: list[str]) -> str:
     """The layout a flat key list is written in."""
     if any(k.startswith("_conv_stem.") for k in keys):  # lukemelas' EfficientNet
