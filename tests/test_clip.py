@@ -75,13 +75,13 @@ def test_towers_equal_open_clip_from_its_state_dict(tmp_path):
         ref_txt = ref.encode_text(torch.from_numpy(tokens).long()).numpy()
     assert rel_err(model.apply(variables, images, method="encode_image"), ref_img) < 1e-4
     assert rel_err(model.apply(variables, tokens, method="encode_text"), ref_txt) < 1e-4
-    # The image tower as a jaxcls classifier (clip_vit_*, here shrunk): its head's input,
-    # times CLIP's projection, is the image embedding.
+    # The image tower as a jaxcls classifier (clip_vit_*, here shrunk): its head's input is
+    # the unit image embedding.
     vit_model, vit_variables = jax_weights.load(
         str(tmp_path / "tiny.pt"), "clip_vit_b16", num_classes=5, width=64, depth=2,
-        num_heads=2, mlp_dim=256, patch_size=8)
+        num_heads=2, mlp_dim=256, patch_size=8, projection=32)
     feats = features.head_inputs(vit_model, vit_variables, images)
-    assert rel_err(feats @ ref.visual.proj.detach().numpy(), ref_img) < 1e-4
+    assert rel_err(feats, ref_img / np.linalg.norm(ref_img, axis=1, keepdims=True)) < 1e-4
     logits = model.apply(variables, images, tokens)
     np.testing.assert_allclose(logits, ref.logit_scale.exp().item() * (
         ref_img / np.linalg.norm(ref_img, axis=1, keepdims=True)) @ (

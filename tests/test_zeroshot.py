@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcls import train
 from jaxcls.clip import tokenizer, weights, zeroshot
+from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 220)}
@@ -47,7 +50,7 @@ def known_answer_state_dict() -> dict[str, np.ndarray]:
            "visual.positional_embedding": zeros(((SIZE // PATCH) ** 2 + 1, d), np.float32),
            "visual.proj": eye, "token_embedding.weight": embedding,
            "positional_embedding": zeros((77, d), np.float32), "text_projection": eye,
-           "logit_scale": np.array(np.log(100.0), np.float32)}
+           "logit_scale": np.array(np.log(4.0), np.float32)}
     for prefix in ("visual.", ""):
         out.update({f"{prefix}{ln}.weight": np.ones(d, np.float32) for ln in (
             ("ln_pre", "ln_post") if prefix else ("ln_final",))})
@@ -81,7 +84,7 @@ def colour_folder(root, per_class: int = 4) -> list[str]:
     return [f"c{i}" for i in range(len(COLOURS))]
 
 
-def test_zeroshot_command_classifies_colours_by_their_names(tmp_path):
+def test_zeroshot_command_and_zeroshot_head_classify_colours_by_their_names(tmp_path):
     from safetensors.numpy import save_file
 
     save_file(known_answer_state_dict(), str(tmp_path / "clip.safetensors"))
@@ -101,11 +104,28 @@ def test_zeroshot_command_classifies_colours_by_their_names(tmp_path):
     pred = np.load(out / "eval" / "test" / "predictions.npz")
     assert pred["class_names"].tolist() == folders  # the dataset's names, not the prompts'
     np.testing.assert_array_equal(pred["probs"].argmax(1), pred["labels"])
-    assert pred["probs"].max(1).min() > 0.9  # cosine 1 vs < 0.5, times logit_scale 100
+    assert pred["probs"].max(1).min() > 0.9  # cosine 1 vs < 0.6, times logit_scale 4
     assert (out / "eval" / "test" / "report.html").exists()
     vectors = np.load(out / "class_vectors.npy")
     expected = [v / np.linalg.norm(v) for v in map(colour_vector, COLOURS.values())]
     np.testing.assert_allclose(vectors.T, expected, atol=1e-5)
+
+    # The image tower fine-tuned as a jaxcls classifier, its head the zero-shot classifier,
+    # with WiSE-FT evaluations: alpha 0 is the zero-shot model (the command's loss), alpha 1
+    # the fine-tuned one (the run's own eval).
+    config = tiny_config(
+        dataset=f"folder:{tmp_path / 'data'}", image_size=SIZE, model="clip_vit_b16",
+        init_from=str(tmp_path / "clip.safetensors"), init_head="zeroshot",
+        zeroshot_classes=",".join(COLOURS), wise_ft_alphas=(0.0, 1.0), batch_size=6,
+        num_steps=3, learning_rate=0.5)
+    config.model_kwargs = ml_collections.ConfigDict(dict(
+        width=WIDTH, depth=1, num_heads=1, mlp_dim=4 * WIDTH, patch_size=PATCH,
+        projection=WIDTH))
+    summary = train.run(config, str(tmp_path / "run"))
+    zero_shot, fine_tuned = (summary["final_eval_wise_ft"][a] for a in ("0", "1"))
+    assert zero_shot["accuracy"] == 1.0
+    assert 1e-4 < zero_shot["loss"] == pytest.approx(metrics["log_loss"], rel=1e-3)
+    assert fine_tuned == summary["final_eval"] and fine_tuned["loss"] != zero_shot["loss"]
 
 
 def test_templates_and_class_names():

@@ -131,15 +131,15 @@ def load(path: str, layout: str = "auto", quick_gelu: bool | None = None,
 def image_tower_checkpoint(path: str, layout: str = "auto", source: dict | None = None
                            ) -> weights.Checkpoint:
     """The image tower of the CLIP weights at `path` as a ViT classifier's checkpoint (models
-    `clip_vit_*`, through `jaxcls.weights.read` and so `config.init_from`): its params moved to
-    the top level, shaped as a ViT's, without `proj` and with no head (a fine-tune makes one);
-    the text tower and logit_scale are left out."""
+    `clip_vit_*`, through `jaxcls.weights.read` and so `config.init_from`): its params, `proj`
+    included, moved to the top level and shaped as a ViT's, with no head (a fine-tune makes
+    one); the text tower and logit_scale are left out."""
     ckpt = read(path, layout, source)
     width = ckpt.tensors["params/image/patch_embed/kernel"].shape[-1]
     shapes = {"params/pos_embedding": (1, -1, width), "params/cls": (1, 1, width)}
     tensors = {}
     for key, value in ckpt.tensors.items():
-        if key.startswith("params/image/") and key != "params/image/proj/kernel":
+        if key.startswith("params/image/"):
             key = "params/" + key.removeprefix("params/image/")
             tensors[key] = value.reshape(shapes[key]) if key in shapes else value
     known, kwargs = ckpt.model_kwargs, {}

@@ -72,6 +72,19 @@ def text_classifier(model: clip_model.CLIP, variables: dict, names: list[str],
     return np.asarray(clip_model.unit(jnp.asarray(mean))).T
 
 
+def head(weights_path: str, class_names: list[str], template_spec: str = "cifar10",
+         classes: str | None = None, quick_gelu: bool | None = None, batch_size: int = 256
+         ) -> dict[str, np.ndarray]:
+    """CLIP's zero-shot classifier as the head of a `clip_vit_*` model (whose head input is the
+    unit image embedding): kernel = the class vectors times exp(logit_scale), bias 0, so the
+    model's logits are the zero-shot logits."""
+    model, variables, _ = clip_weights.load(weights_path, quick_gelu=quick_gelu)
+    vectors = text_classifier(model, variables, prompt_names(class_names, classes),
+                              templates(template_spec), batch_size)
+    scale = np.exp(np.asarray(variables["params"]["logit_scale"], np.float32))
+    return {"kernel": vectors * scale, "bias": np.zeros(len(class_names), np.float32)}
+
+
 def classifier(model: clip_model.CLIP, variables: dict, class_vectors: np.ndarray
                ) -> tuple[clip_model.ZeroShotClassifier, dict]:
     """(module, variables) of the image tower with the zero-shot classifier on top."""

@@ -149,6 +149,7 @@ class ViT(nn.Module):
     pre_norm: bool = False  # a LayerNorm on the embedded tokens before the encoder (CLIP's ln_pre)
     patch_bias: bool = True  # False: a patch embedding without bias (CLIP)
     quick_gelu: bool = False  # x * sigmoid(1.702 x) in the MLPs (OpenAI CLIP) instead of GELU
+    projection: int = 0  # CLIP: a bias-free Dense `proj` to this width, then unit length (0: none)
 
     @property
     def prefix_tokens(self) -> tuple[str, ...]:
@@ -188,6 +189,9 @@ class ViT(nn.Module):
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
                                   name="pre_logits")(x))
+        if self.projection:  # CLIP's joint embedding: the head is then a cosine classifier
+            x = nn.Dense(self.projection, use_bias=False, dtype=self.dtype, name="proj")(x)
+            x = x / jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True).astype(x.dtype)
         return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype,
                           kernel_init=nn.initializers.zeros)
 
@@ -212,10 +216,12 @@ MODELS = {f"vit_{s}{p}": partial(vit, s, p) for s, p in (
     ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
     ("h", 14), ("ti", 4), ("s", 4), ("s", 8))}
 # CLIP's image towers as classifiers (fine-tune them from CLIP weights with config.init_from;
-# jaxcls/clip has the full two-tower model): ln_pre, no patch bias, QuickGELU, eps 1e-5.
+# jaxcls/clip has the full two-tower model): ln_pre, no patch bias, QuickGELU, eps 1e-5, and
+# the unit-length projection into the joint space before the head (config.init_head=zeroshot
+# makes that head CLIP's zero-shot classifier).
 CLIP = {"pre_norm": True, "patch_bias": False, "quick_gelu": True, "layer_norm_eps": 1e-5}
-MODELS.update({f"clip_vit_{s}{p}": partial(vit, s, patch_size=p, **CLIP)
-               for s, p in (("b", 32), ("b", 16), ("l", 14))})
+MODELS.update({f"clip_vit_{s}{p}": partial(vit, s, patch_size=p, projection=e, **CLIP)
+               for s, p, e in (("b", 32, 512), ("b", 16, 512), ("l", 14, 768))})
 IMAGE_SIZE = {"vit_ti4": 32, "vit_s4": 32, "vit_s8": 32}  # patch-4/8 ViTs are for 32x32 images
 
 
