@@ -126,3 +126,33 @@ def test_configs_have_openai_parameter_counts():
     with pytest.raises(ValueError, match="known"):
         clip_model.create("ViT-X-1")
 
+
+
+@pytest.mark.slow
+def test_rn50_tower_equals_open_clip_modified_resnet(tmp_path):
+    import open_clip
+    import torch
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(0)
+    ref = open_clip.model.CLIP(
+        embed_dim=32, quick_gelu=True,
+        vision_cfg=CLIPVisionCfg(layers=(1, 2, 1, 1), width=16, image_size=64),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+    with torch.no_grad():  # BatchNorm statistics and scales that are not the identity
+        for name, b in ref.visual.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn_like(b))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand_like(b))
+        for name, p in ref.visual.named_parameters():
+            if ".bn" in name or name.startswith("bn"):
+                p.add_(0.1 * torch.randn_like(p))
+    ref.eval()
+    torch.save(ref.state_dict(), tmp_path / "rn.pt")
+    model, variables, _ = weights.load(str(tmp_path / "rn.pt"), text_heads=2)
+    assert model.image.stage_sizes == (1, 2, 1, 1) and model.image.num_heads == 8
+    images, tokens = _images_and_tokens(64)
+    with torch.no_grad():
+        ref_img = ref.encode_image(torch.from_numpy(images.copy()).permute(0, 3, 1, 2)).numpy()
+    assert rel_err(model.apply(variables, images, method="encode_image"), ref_img) < 1e-4

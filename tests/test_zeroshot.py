@@ -1,10 +1,8 @@
-"""python -m jaxcls.zeroshot end to end, on CLIP weights built so the answer is known: the image
-tower embeds an image's mean colour, the text tower embeds the colour word of the prompt."""
+"""jaxcls.zeroshot end to end, on CLIP weights built so the answer is known: the image tower
+embeds an image's mean colour, the text tower embeds the colour word of the prompt."""
 
 import json
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -15,7 +13,6 @@ from jaxcls import train
 from jaxcls.clip import tokenizer, weights, zeroshot
 from tests.conftest import tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 220)}
 WIDTH, PATCH, SIZE = 64, 4, 16  # one attention head of 64; a 4x4 grid of patches
 
@@ -84,20 +81,17 @@ def colour_folder(root, per_class: int = 4) -> list[str]:
     return [f"c{i}" for i in range(len(COLOURS))]
 
 
-def test_zeroshot_command_and_zeroshot_head_classify_colours_by_their_names(tmp_path):
+def test_zeroshot_and_zeroshot_head_classify_colours_by_their_names(tmp_path):
     from safetensors.numpy import save_file
 
     save_file(known_answer_state_dict(), str(tmp_path / "clip.safetensors"))
     folders = colour_folder(tmp_path / "data")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcls.zeroshot", f"--weights={tmp_path / 'clip.safetensors'}",
-         f"--dataset=folder:{tmp_path / 'data'}", f"--out_dir={out}",
-         "--classes=" + ",".join(COLOURS), "--batch_size=8"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "top-1 1.0000 (12 examples)" in proc.stdout
+    # What `python -m jaxcls.zeroshot --weights=W --dataset=folder:D --classes=red,green,blue`
+    # runs (its flag handling is in tests/test_cli.py).
+    result = zeroshot.run(str(tmp_path / "clip.safetensors"), f"folder:{tmp_path / 'data'}",
+                          str(out), classes=",".join(COLOURS), batch_size=8)
+    assert result["accuracy"] == 1.0 and result["examples"] == 12
     metrics = json.loads((out / "eval" / "test" / "metrics.json").read_text())
     assert metrics["accuracy"] == 1.0 and metrics["method"]["num_templates"] == 18
     assert metrics["method"]["prompt_class_names"] == list(COLOURS)

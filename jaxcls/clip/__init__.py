@@ -7,6 +7,7 @@
 
 - model.py: ImageTower (jaxcls's ViT with CLIP's ln_pre, bias-free patches, QuickGELU, `proj`),
   TextTower (causal encoder, end-of-text pooling, `text_projection`), CLIP, CONFIGS;
+- resnet.py: RN50's ModifiedResNet image tower (attention pooling);
 - weights.py: OpenAI / open_clip state dicts and Hugging Face CLIPModel folders -> variables;
 - tokenizer.py: the 77-token BPE tokenizer (vocab shipped here, MIT; see LICENSE);
 - zeroshot.py: prompt-ensemble classifiers and `python -m jaxcls.zeroshot`;

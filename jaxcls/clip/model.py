@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcls.clip import resnet
 from jaxcls.models import vit
 
 LAYER_NORM_EPS = vit.CLIP["layer_norm_eps"]  # torch's LayerNorm default, which CLIP uses
@@ -95,7 +96,7 @@ class CLIP(nn.Module):
     `apply(v, images, tokens)` -> logits per image [N_images, N_texts] (exp(logit_scale) times
     the cosine similarities); `method="encode_image"` / `"encode_text"` for one tower."""
 
-    image: ImageTower
+    image: nn.Module  # ImageTower, or resnet.ModifiedResNetTower (RN50)
     text: TextTower
 
     def setup(self):
@@ -113,7 +114,8 @@ class CLIP(nn.Module):
         return jnp.exp(self.logit_scale) * image @ text.T
 
 
-# name -> (embed_dim, image tower (patch, width, depth, heads), text tower (width, depth, heads))
+# name -> (embed_dim, image tower (patch, width, depth, heads), text tower (width, depth, heads));
+# "RN50" (ModifiedResNet, jaxcls/clip/resnet.py) is built by `create` too.
 CONFIGS = {
     "ViT-B-32": (512, (32, 768, 12, 12), (512, 12, 8)),
     "ViT-B-16": (512, (16, 768, 12, 12), (512, 12, 8)),
@@ -122,10 +124,13 @@ CONFIGS = {
 
 
 def create(name: str, quick_gelu: bool = True, dtype: Any = jnp.float32, **text_kwargs) -> CLIP:
-    """CLIP `name` (a CONFIGS key), as OpenAI trained them at 224 px: MLPs 4x wide, a 77-token
-    context, a 49,408-id vocabulary. `quick_gelu=False` for open_clip's GELU models."""
+    """CLIP `name` (a CONFIGS key or RN50), as OpenAI trained them at 224 px: MLPs 4x wide, a
+    77-token context, a 49,408-id vocabulary. `quick_gelu=False` for open_clip's GELU models."""
+    if name == "RN50":
+        text = TextTower(embed_dim=1024, quick_gelu=quick_gelu, dtype=dtype, **text_kwargs)
+        return CLIP(resnet.ModifiedResNetTower(dtype=dtype), text)
     if name not in CONFIGS:
-        raise ValueError(f"CLIP model {name!r} is unknown; known: {sorted(CONFIGS)}")
+        raise ValueError(f"CLIP model {name!r} is unknown; known: {sorted(CONFIGS)}, RN50")
     embed, (patch, width, depth, heads), (t_width, t_depth, t_heads) = CONFIGS[name]
     image = ImageTower(patch_size=patch, width=width, depth=depth, num_heads=heads,
                        mlp_dim=4 * width, embed_dim=embed, quick_gelu=quick_gelu, dtype=dtype)
@@ -139,7 +144,7 @@ class ZeroShotClassifier(nn.Module):
     image embedding with each class's text embedding. Params {image: the image tower's,
     classes: [embed_dim, num_classes] unit columns (zeroshot.text_classifier), logit_scale}."""
 
-    image: ImageTower
+    image: nn.Module  # an image tower with `embed_dim`
     num_classes: int
 
     @nn.compact

@@ -1,5 +1,6 @@
-"""CLIP weights from OpenAI / open_clip state dicts (.pt, .pth, .bin, .safetensors) and Hugging
-Face `CLIPModel` folders, into jaxcls.clip.model.CLIP.
+"""CLIP weights from OpenAI / open_clip state dicts (.pt, .pth, .bin, .safetensors; ViT and RN50-
+style ModifiedResNet image towers) and Hugging Face `CLIPModel` folders, into
+jaxcls.clip.model.CLIP.
 
     model, variables = jaxcls.clip.weights.load("ViT-B-32.pt")
     image_emb = model.apply(variables, images, method="encode_image")
@@ -21,6 +22,7 @@ import numpy as np
 
 from jaxcls import weights
 from jaxcls.clip import model as clip_model
+from jaxcls.clip import resnet
 from jaxcls.weights import files, layouts
 
 # CLIP's image normalisation (OpenAI's, in [0, 1] units); images are resized on their shorter
@@ -65,6 +67,9 @@ def architecture(tensors: dict[str, np.ndarray], vision_heads: int | None = None
                  dtype: Any = jnp.float32, attention: str | None = None) -> clip_model.CLIP:
     """The CLIP module whose parameters have the shapes of `tensors` (jaxcls names)."""
     t = tensors
+    if "params/image/patch_embed/kernel" not in t:
+        image = _resnet_tower(t, vision_heads, dtype)
+        return clip_model.CLIP(image, _text_tower(t, text_heads, quick_gelu, dtype, attention))
     kernel = t["params/image/patch_embed/kernel"]  # [p, p, 3, width]
     patch, width = int(kernel.shape[0]), int(kernel.shape[-1])
     tokens = int(np.prod(t["params/image/pos_embedding"].shape)) // width
@@ -77,15 +82,32 @@ def architecture(tensors: dict[str, np.ndarray], vision_heads: int | None = None
         mlp_dim=int(t["params/image/block0/mlp/fc1/kernel"].shape[-1]),
         embed_dim=int(t["params/image/proj/kernel"].shape[-1]), image_size=grid * patch,
         quick_gelu=quick_gelu, attention=attention, dtype=dtype)
-    vocab, t_width = t["params/text/token_embedding/embedding"].shape
-    text = clip_model.TextTower(
+    return clip_model.CLIP(image, _text_tower(t, text_heads, quick_gelu, dtype, attention))
+
+
+def _text_tower(t: dict, heads: int | None, quick_gelu: bool, dtype: Any,
+                attention: str | None) -> clip_model.TextTower:
+    vocab, width = t["params/text/token_embedding/embedding"].shape
+    return clip_model.TextTower(
         vocab_size=int(vocab), context_length=int(t["params/text/pos_embedding"].shape[0]),
-        width=int(t_width), depth=_depth(t, "text"),
-        num_heads=_heads(int(t_width), text_heads, "text"),
+        width=int(width), depth=_depth(t, "text"), num_heads=_heads(int(width), heads, "text"),
         mlp_dim=int(t["params/text/block0/mlp/fc1/kernel"].shape[-1]),
         embed_dim=int(t["params/text/proj/kernel"].shape[-1]), quick_gelu=quick_gelu,
         attention=attention, dtype=dtype)
-    return clip_model.CLIP(image, text)
+
+
+def _resnet_tower(t: dict, heads: int | None, dtype: Any) -> resnet.ModifiedResNetTower:
+    """RN50-style towers: stage sizes from the block keys, heads = width * 32 // 64."""
+    width = int(t["params/image/stem_conv3/kernel"].shape[-1])
+    blocks = re.compile(r"params/image/stage(\d)_block(\d+)/conv1/kernel")
+    found = [tuple(map(int, m.groups())) for k in t if (m := blocks.fullmatch(k))]
+    stage_sizes = tuple(max(b for s, b in found if s == stage) for stage in range(1, 5))
+    tokens = int(t["params/image/attnpool/pos_embedding"].shape[0])
+    grid = int(round(np.sqrt(tokens - 1)))
+    return resnet.ModifiedResNetTower(
+        stage_sizes=stage_sizes, width=width, num_heads=_heads(width * 32, heads, "image"),
+        embed_dim=int(t["params/image/attnpool/attn/out/kernel"].shape[-1]),
+        image_size=grid * 32, dtype=dtype)
 
 
 def read(path: str, layout: str = "auto", source: dict | None = None) -> weights.Checkpoint:
@@ -97,7 +119,8 @@ def read(path: str, layout: str = "auto", source: dict | None = None) -> weights
     if layout not in ("openai", "hf"):
         raise ValueError(f"{path}: CLIP weights come in the openai (OpenAI, open_clip) or hf "
                          f"(transformers CLIPModel) layout, not {layout!r}")
-    tensors, unexpected = layouts.convert(source, "clip", layout)
+    family = "clip_rn" if "visual.layer1.0.conv1.weight" in source else "clip"
+    tensors, unexpected = layouts.convert(source, family, layout)
     pre = dict(PREPROCESSING)
     if layout == "hf" and os.path.isdir(path):
         proc = files.read_json(path, "preprocessor_config.json")

@@ -128,7 +128,7 @@ def run(weights_path: str, dataset: str, out_dir: str, template_spec: str = "cif
             "method": {"zero_shot": "CLIP", "templates": template_spec,
                        "num_templates": len(prompt_templates), "prompt_class_names": names,
                        "image_size": size, "layout": layout,
-                       "quick_gelu": model.image.quick_gelu,
+                       "quick_gelu": model.text.quick_gelu,
                        "logit_scale": float(jnp.exp(variables["params"]["logit_scale"]))}}
     paths = (np.array([held.name(int(i)) for i in index]) if dataset.startswith("folder:")
              else None)

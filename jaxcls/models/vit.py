@@ -51,6 +51,7 @@ class Attention(nn.Module):
     dropout_rate: float = 0.0
     implementation: str | None = None  # jax.nn.dot_product_attention: None | "xla" | "cudnn"
     dtype: Any = jnp.float32
+    out_features: int | None = None  # the output projection's width (default: the input's)
 
     @nn.compact
     def __call__(self, x, train: bool, bias=None):
@@ -73,8 +74,8 @@ class Attention(nn.Module):
         else:
             bias = None if bias is None else bias.astype(q.dtype)
             y = jax.nn.dot_product_attention(q, k, v, bias, implementation=self.implementation)
-        return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=dense_init, dtype=self.dtype,
-                               name="out")(y)
+        return nn.DenseGeneral(self.out_features or d, axis=(-2, -1), kernel_init=dense_init,
+                               dtype=self.dtype, name="out")(y)
 
 
 def quick_gelu(x):

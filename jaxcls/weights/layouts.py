@@ -341,7 +341,7 @@ def _clip_block(suffix: str) -> Callable[[re.Match], str]:
     return lambda m: f"{'image' if m[1] else 'text'}/block{m[2]}/{m.expand(suffix)}"
 
 
-_CLIP_OPENAI: list[Rule] = [
+_CLIP_OPENAI: list[Rule] = [  # the text tower and a ViT image tower
     (r"visual\.conv1", "image/patch_embed"),
     (r"visual\.ln_pre", "image/pre_norm"),
     (r"visual\.ln_post", "image/encoder_norm"),
@@ -353,14 +353,33 @@ _CLIP_OPENAI: list[Rule] = [
     (r"ln_final", "text/encoder_norm"),
     (r"text_projection", "text/proj"),  # open_clip towers that hold it as an nn.Linear
 ]
-_CLIP_OPENAI_RAW: list[Rule] = [
-    (r"visual\.class_embedding", "image/cls"),
-    (r"visual\.positional_embedding", "image/pos_embedding"),
-    (r"visual\.proj", "image/proj/kernel"),
+_CLIP_TEXT_OPENAI_RAW: list[Rule] = [
     (r"token_embedding\.weight", "text/token_embedding/embedding"),
     (r"positional_embedding", "text/pos_embedding"),
     (r"text_projection", "text/proj/kernel"),
     (r"logit_scale", "logit_scale"),
+]
+_CLIP_OPENAI_RAW: list[Rule] = [
+    (r"visual\.class_embedding", "image/cls"),
+    (r"visual\.positional_embedding", "image/pos_embedding"),
+    (r"visual\.proj", "image/proj/kernel"),
+    *_CLIP_TEXT_OPENAI_RAW,
+]
+# RN50's ModifiedResNet image tower (jaxcls/clip/resnet.py); its attention pool's q/k/v/c_proj.
+_CLIP_RN_OPENAI: list[Rule] = [
+    (r"visual\.(conv|bn)([123])", r"image/stem_\1\2"),
+    (r"visual\.layer(\d)\.(\d+)\.(conv|bn)([123])",
+     lambda m: f"image/stage{m[1]}_block{_plus1(m, 2)}/{m[3]}{m[4]}"),
+    (r"visual\.layer(\d)\.(\d+)\.downsample\.([01])",
+     lambda m: f"image/stage{m[1]}_block{_plus1(m, 2)}/downsample_"
+               f"{'conv' if m[3] == '0' else 'bn'}"),
+    (r"visual\.attnpool\.(q|k|v)_proj", lambda m: f"image/attnpool/attn/{_QKV[m[1]]}"),
+    (r"visual\.attnpool\.c_proj", "image/attnpool/attn/out"),
+    *[rule for rule in _CLIP_OPENAI if not rule[0].startswith("visual")],
+]
+_CLIP_RN_OPENAI_RAW: list[Rule] = [
+    (r"visual\.attnpool\.positional_embedding", "image/attnpool/pos_embedding"),
+    *_CLIP_TEXT_OPENAI_RAW,
 ]
 # Hugging Face CLIPModel: q/k/v already split, projections as bias-free Linears [embed, width].
 _HF_CLIP = r"(vision|text)_model\.encoder\.layers\.(\d+)\."
@@ -413,6 +432,7 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("coatnet", "timm"): (_COATNET_TIMM, _COATNET_TIMM_RAW),
     ("clip", "openai"): (_CLIP_OPENAI, _CLIP_OPENAI_RAW),
     ("clip", "hf"): (_CLIP_HF, _CLIP_HF_RAW),
+    ("clip_rn", "openai"): (_CLIP_RN_OPENAI, _CLIP_RN_OPENAI_RAW),
     **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
        for layout in ("timm", "torchvision", "lukemelas")},
 }
