@@ -117,12 +117,15 @@ def test_towers_equal_hugging_face_clipmodel_from_its_folder(tmp_path):
     assert rel_err(model.apply(variables, tokens, method="encode_text"), ref_txt) < 1e-4
 
 
-def test_configs_have_openai_parameter_counts():
-    # open_clip's ViT-B-32 state dict holds 151,277,313 floats (counted here, logit_scale incl.).
-    model = clip_model.create("ViT-B-32")
+@pytest.mark.parametrize("name,count", [("ViT-B-32", 151_277_313), ("ViT-B-16", 149_620_737),
+                                        ("ViT-L-14", 427_616_513), ("RN50", 102_007_137)])
+def test_configs_have_open_clip_parameter_counts(name, count):
+    # open_clip's state dicts of these models hold `count` floats besides BatchNorm statistics
+    # (counted here with open_clip 3.3.0, logit_scale included).
+    model = clip_model.create(name)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 224, 224, 3)),
                             np.zeros((1, 77), np.int32))
-    assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) == 151_277_313
+    assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"])) == count
     with pytest.raises(ValueError, match="known"):
         clip_model.create("ViT-X-1")
 
