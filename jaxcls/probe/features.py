@@ -43,12 +43,15 @@ def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Arr
 
 
 def sharded_batches(fn: Callable, batch_size: int) -> tuple[Callable, int]:
-    """(run, B): `fn(variables, batch)` (arrays out) jitted with the batch split over all
-    devices, B being `batch_size` rounded up to a multiple of the device count; `run(variables,
-    chunk)` takes any chunk of up to B rows (zero-padded to B) and returns numpy arrays of as
-    many rows as the chunk."""
-    mesh = sharding.make_mesh()
-    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    """(run, B): `fn(variables, batch)` (arrays out) jitted with the batch split over this
+    process's devices, B being `batch_size` rounded up to a multiple of their count;
+    `run(variables, chunk)` takes any chunk of up to B rows (zero-padded to B) and returns numpy
+    arrays of as many rows as the chunk. Host arrays in, host arrays out: in a multi-process
+    run each process computes every batch it is given on its own devices."""
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",),
+                             axis_types=(jax.sharding.AxisType.Auto,))
+    batch_size = -(-batch_size // len(devices)) * len(devices)
     jitted = jax.jit(fn, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                      out_shardings=sharding.batch_sharding(mesh))
 
@@ -64,7 +67,7 @@ def extract(model: nn.Module, variables: dict, images: np.ndarray, mean: Sequenc
             std: Sequence[float], batch_size: int = 256, label: str = "",
             with_logits: bool = False):
     """head_inputs of uint8 images [N, S, S, 3] (normalised by mean/std in [0, 1] units), in
-    batches split over all devices, with a progress line every 10 s; `with_logits`: the
+    batches split over this process's devices, with a progress line every 10 s; `with_logits`: the
     pair (features, logits)."""
     run, batch_size = sharded_batches(
         lambda v, x: head_inputs_and_logits(model, v, augment.normalize(x, mean, std)),
