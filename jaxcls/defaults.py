@@ -68,9 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
     # Regexes below are matched against whole parameter paths such as 'block3/attn/query/kernel',
     # 'stage4_block2/Conv_0/kernel' or 'head/kernel'; in lists of pairs the first match wins.
     c.init_from = ""  # start from: HF folder, .safetensors, .pth, .npz, or a jaxcls checkpoint
-    c.init_layout = "auto"  # auto | hf | timm | torchvision | big_vision | lukemelas | jaxcls
+    c.init_layout = "auto"  # auto | hf | timm | torchvision | big_vision | lukemelas | openai |
+    # jaxcls (openai: OpenAI / open_clip CLIP, whose image tower a clip_vit model takes)
     c.init_new_head = False  # a fresh head even when the class count matches (new classes)
     c.init_preprocessing = True  # use the weights' mean/std/crop_frac (their training inputs)
+    c.init_head = ""  # "zeroshot": CLIP init_from + a clip_vit model: the head is CLIP's zero-shot
+    # classifier of the class names (prompt ensemble below), the start WiSE-FT interpolates from
+    c.zeroshot_templates = "cifar10"  # init_head=zeroshot: cifar10 | imagenet | a template file
+    c.zeroshot_classes = ""  # init_head=zeroshot: prompt class names "a,b,c" ("": the dataset's)
+    c.wise_ft_alphas = ()  # WiSE-FT: at each eval also evaluate (1-a) * initial + a * current
+    # params for each a, as split eval_wise_ft_<a> (the initial params stay on the devices)
     c.freeze = ()  # regexes of parameters never trained (no optimizer state, no weight decay)
     c.unfreeze_epochs = ()  # ((regex, epoch), ...): matching parameters train from that epoch
     c.lr_multipliers = ()  # ((regex, multiplier), ...) on the learning rate (0: frozen)

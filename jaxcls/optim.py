@@ -74,7 +74,7 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, tot
 
 
 # Top-level modules that come before the first block (layer 0 for layer-wise decay).
-_EMBEDDINGS = re.compile(r"stem.*|patch_embed|patch_norm|cls|dist_token|pos_embedding")
+_EMBEDDINGS = re.compile(r"stem.*|patch_embed|patch_norm|pre_norm|cls|dist_token|pos_embedding")
 _BLOCK = re.compile(r"(?:stage(\d+)_)?block(\d+)")
 _DOWNSAMPLE = re.compile(r"stage(\d+)_downsample.*")
 

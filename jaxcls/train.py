@@ -76,6 +76,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.init_layout={config.init_layout!r}: use one of {layouts}")
     if config.init_from and not os.path.exists(config.init_from):
         raise FileNotFoundError(f"config.init_from={config.init_from!r} does not exist")
+    if config.init_head not in ("", "zeroshot"):
+        raise ValueError(f"config.init_head={config.init_head!r}: use '' or zeroshot")
+    if (config.init_head or config.wise_ft_alphas) and not config.init_from:
+        raise ValueError("config.init_head and config.wise_ft_alphas start from "
+                         "config.init_from: set it (CLIP weights for init_head=zeroshot)")
+    if not all(0.0 <= a <= 1.0 for a in config.wise_ft_alphas):
+        raise ValueError(f"config.wise_ft_alphas={config.wise_ft_alphas}: each in [0, 1]")
     if not 0.0 <= config.val_fraction < 1.0:
         raise ValueError(f"config.val_fraction={config.val_fraction} must be in [0, 1)")
     if config.num_steps is None and config.num_epochs is None:
@@ -223,6 +230,11 @@ def apply_pretrained_conventions(config: ml_collections.ConfigDict, ckpt: weight
     return config
 
 
+def wise_ft(start, end, alpha: float):
+    """WiSE-FT (Wortsman et al. 2022): the params (1 - alpha) * start + alpha * end."""
+    return jax.tree.map(lambda a, b: ((1 - alpha) * a + alpha * b).astype(b.dtype), start, end)
+
+
 def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     """(parameter init rng, train-step rng) of a run; augviz draws its views from the second."""
     init_rng, step_rng = jax.random.split(jax.random.key(seed))
@@ -361,22 +373,38 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        class_balanced=config.class_balanced_sampler)
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, best_metric(config),
                                    monitor.higher_is_better(best_metric(config)))
-    start_step = ckpt.latest_step() or 0
-    if start_step:
-        state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
-                             train_iter)
-        logging.info("resumed from %s", ckpt.path(start_step))
-    elif pretrained:
-        # Only a new head is initialised afresh (XLA prunes the rest of init), so the
-        # parameters are never on the devices twice.
+    def initial_variables() -> dict:
+        """The pretrained variables on the devices: their head new, or zero-shot. Only a new
+        head is initialised afresh (XLA prunes the rest of init), so the parameters are never
+        on the devices twice."""
         variables = weights.fit(
             pretrained, {"params": abstract_state.params,
                          "batch_stats": abstract_state.batch_stats},
             new_head=lambda: jax.jit(lambda r: weights.heads(init(r).params))(init_rng),
             replace_head=config.init_new_head)
-        variables = sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
-        state = jax.jit(lambda v: init(init_rng, variables=v),
-                        out_shardings=state_sharding)(variables)
+        if config.init_head == "zeroshot":
+            from jaxcls.clip import zeroshot  # the text tower and tokenizer only here
+
+            variables["params"]["head"] = zeroshot.head(
+                config.init_from, dataset.class_names, config.zeroshot_templates,
+                config.zeroshot_classes or None, config.model_kwargs.get("quick_gelu"))
+            logging.info("head: CLIP's zero-shot classifier (%s templates)",
+                         config.zeroshot_templates)
+        return sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
+
+    start_step = ckpt.latest_step() or 0
+    # WiSE-FT interpolates from the initial params, kept on the devices (rebuilt on resume).
+    start = (initial_variables() if pretrained and (not start_step or config.wise_ft_alphas)
+             else None)
+    wise_ft_start = start["params"] if config.wise_ft_alphas else None
+    if start_step:
+        state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
+                             train_iter)
+        logging.info("resumed from %s", ckpt.path(start_step))
+    elif pretrained:
+        state = jax.jit(lambda v: init(init_rng, variables=v), out_shardings=state_sharding)(
+            start)
+        start = None  # the state holds its own copy; wise_ft_start keeps the initial params
         logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
     else:
         state = jax.jit(init, out_shardings=state_sharding)(init_rng)
@@ -417,6 +445,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
     last_eval = last_eval_ema = None
+    last_eval_wise_ft = {}  # alpha -> the last eval of the interpolated params
 
     def log_train(step: int) -> None:
         """Host sync point: reduce pending metrics, stop on NaN/inf, print and write them."""
@@ -501,6 +530,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     writer.write(done, "eval_ema", last_eval_ema)
                     logging.info("eval of the EMA params at step %d: %s", done,
                                  " ".join(f"{k} {v:.4f}" for k, v in last_eval_ema.items()))
+                for alpha in config.wise_ft_alphas:
+                    mixed = state.replace(params=wise_ft(wise_ft_start, state.params, alpha))
+                    last_eval_wise_ft[alpha] = metrics.to_host(evaluate(mixed))
+                    writer.write(done, f"eval_wise_ft_{alpha:g}", last_eval_wise_ft[alpha])
+                    logging.info("eval of WiSE-FT alpha=%g at step %d: %s", alpha, done,
+                                 " ".join(f"{k} {v:.4f}" for k, v in
+                                          last_eval_wise_ft[alpha].items()))
             if is_save:
                 save(done, last_eval if is_eval else None)
             if stopping:
@@ -533,6 +569,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "stop_reason": early_stop,
         "final_eval": last_eval,
         "final_eval_ema": last_eval_ema,
+        "final_eval_wise_ft": {f"{a:g}": v for a, v in last_eval_wise_ft.items()} or None,
         "best_metric": best_metric(config),
         "best_value": best_value,
         "best_accuracy": next((r["accuracy"] for r in evals if r["step"] == best_step), None),

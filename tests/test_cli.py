@@ -88,6 +88,7 @@ def test_every_command_prints_user_errors_as_one_line(tmp_path):
          f"--workdir={nowhere}"],
         ["jaxcls.benchmark", "--config=configs/default.py", "--config.optimiser=adamw"],
         ["jaxcls.weights", "convert", f"{nowhere}.pth", nowhere, "--model=resnet18"],
+        ["jaxcls.zeroshot", f"--weights={nowhere}.pt", f"--dataset=folder:{nowhere}"],
         ["jaxcls.models", "--names=resnet19"],
         ["jaxcls.models", "--names=resnet19", "--verbose"],
         ["jaxcls.models:JAXCLS_TRACEBACK=1", "--names=resnet19"],
@@ -110,6 +111,7 @@ def test_every_command_prints_user_errors_as_one_line(tmp_path):
         "error: --config.optimiser=adamw: unknown config key 'optimiser'; Did you mean "
         "\"optimizer\" instead of \"optimiser\"?",
         f"error: no weights file {nowhere}.pth",
+        f"error: no weights file {nowhere}.pt",
         f"error: config.model='resnet19' is unknown; registered: {registered}",
     ]
     for (code, stderr), line, case in zip(results, expected, cases, strict=False):

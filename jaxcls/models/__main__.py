@@ -8,7 +8,7 @@ elementwise work such as GELU's erf, which puts ConvNeXt-T at 4.74 "GMACs" again
     python -m jaxcls.models [vit] [--names vit_b16,convnext_tiny] [--recount]
 
 A positional argument keeps the models whose name contains it (`vit`, `convnext_t`). Tracing
-all 40 models takes minutes on 2 CPU cores, so the table prints the figures recorded in
+all the models takes minutes on 2 CPU cores, so the table prints the figures recorded in
 FIGURES below, each with a fingerprint of its model's fields (the module's repr); a model whose
 fields changed, or one not recorded, is traced (`count`). `--recount` traces every listed
 model and prints FIGURES' new lines; tests/test_models.py checks the recorded figures against
@@ -33,18 +33,21 @@ FIGURES = {
     "resnet50": (25557032, 4.0892, 224, "6a8a02457ade"),
     "resnet101": (44549160, 7.8014, 224, "d8401d7d1228"),
     "resnet152": (60192808, 11.5136, 224, "57e25df9f79b"),
-    "vit_ti16": (5717416, 1.2537, 224, "f583b49f5ac7"),
-    "vit_s16": (22050664, 4.5989, 224, "ec2760254e27"),
-    "vit_s32": (22878952, 1.1429, 224, "d7d184b9190a"),
-    "vit_b16": (86567656, 17.5638, 224, "57d8b3baafb9"),
-    "vit_b32": (88224232, 4.4092, 224, "9aa2a620630f"),
-    "vit_b8": (86576872, 78.1483, 224, "3777008c2062"),
-    "vit_l16": (304326632, 61.5547, 224, "71b4ca399413"),
-    "vit_l32": (306535400, 15.3775, 224, "2c615f91f02a"),
-    "vit_h14": (632045800, 167.2951, 224, "65629bb122f0"),
-    "vit_ti4": (5553832, 0.3653, 32, "2570e0449cf9"),
-    "vit_s4": (21723496, 1.4207, 32, "ac6c92de4bd0"),
-    "vit_s8": (21760360, 0.3652, 32, "34c39c4bdba0"),
+    "vit_ti16": (5717416, 1.2537, 224, "1029b54631cd"),
+    "vit_s16": (22050664, 4.5989, 224, "8a53b64e86fd"),
+    "vit_s32": (22878952, 1.1429, 224, "36a7bc3d9f56"),
+    "vit_b16": (86567656, 17.5638, 224, "2d8101248156"),
+    "vit_b32": (88224232, 4.4092, 224, "d7f8f085cd97"),
+    "vit_b8": (86576872, 78.1483, 224, "b143cd896add"),
+    "vit_l16": (304326632, 61.5547, 224, "09a0c8641ebd"),
+    "vit_l32": (306535400, 15.3775, 224, "f180884a02e6"),
+    "vit_h14": (632045800, 167.2951, 224, "6999c75f98eb"),
+    "vit_ti4": (5553832, 0.3653, 32, "c9937287a8bd"),
+    "vit_s4": (21723496, 1.4207, 32, "d9d2bd0c9365"),
+    "vit_s8": (21760360, 0.3652, 32, "b3900503fb14"),
+    "clip_vit_b32": (88362216, 4.4093, 224, "07882a214a93"),
+    "clip_vit_b16": (86705640, 17.5640, 224, "6474aadb20eb"),
+    "clip_vit_l14": (304735208, 81.0135, 224, "fbabdddc9b56"),
     "convnext_atto": (3695520, 0.5473, 224, "6d1ca39ea762"),
     "convnext_nano": (15593560, 2.4455, 224, "54c3b4d0185e"),
     "convnext_tiny": (28589128, 4.4555, 224, "3095630cdd4e"),
@@ -113,12 +116,12 @@ FIGURES = {
     "swin_tiny_patch4_window7_224": (28288354, 4.4906, 224, "e5dd560d2471"),
     "swin_small_patch4_window7_224": (49606258, 8.7409, 224, "d26a3bba3dff"),
     "swin_base_patch4_window7_224": (87768224, 15.4309, 224, "25e95cd028cc"),
-    "deit_tiny_patch16_224": (5717416, 1.2537, 224, "f583b49f5ac7"),
-    "deit_small_patch16_224": (22050664, 4.5989, 224, "ec2760254e27"),
-    "deit_base_patch16_224": (86567656, 17.5638, 224, "57d8b3baafb9"),
-    "deit_tiny_distilled_patch16_224": (5910800, 1.2610, 224, "c67c90de1a3c"),
-    "deit_small_distilled_patch16_224": (22436432, 4.6241, 224, "b60ce4cd3270"),
-    "deit_base_distilled_patch16_224": (87338192, 17.6568, 224, "505ca5b156f1"),
+    "deit_tiny_patch16_224": (5717416, 1.2537, 224, "1029b54631cd"),
+    "deit_small_patch16_224": (22050664, 4.5989, 224, "8a53b64e86fd"),
+    "deit_base_patch16_224": (86567656, 17.5638, 224, "2d8101248156"),
+    "deit_tiny_distilled_patch16_224": (5910800, 1.2610, 224, "7d6f91c19d78"),
+    "deit_small_distilled_patch16_224": (22436432, 4.6241, 224, "620e42bcd910"),
+    "deit_base_distilled_patch16_224": (87338192, 17.6568, 224, "ef009132c17d"),
 }
 
 

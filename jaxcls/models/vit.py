@@ -25,6 +25,7 @@ class PatchEmbed(nn.Module):
     patch_size: int
     width: int
     dtype: Any = jnp.float32
+    use_bias: bool = True  # CLIP's patch convolution has none
 
     @nn.compact
     def __call__(self, x):
@@ -33,11 +34,12 @@ class PatchEmbed(nn.Module):
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width))
-        bias = self.param("bias", nn.initializers.zeros, (self.width,))
         x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(n, (h // p) * (w // p), p * p * c)
         y = jnp.dot(x.astype(self.dtype), kernel.reshape(-1, self.width).astype(self.dtype))
-        return y + bias.astype(self.dtype)
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", nn.initializers.zeros, (self.width,)).astype(self.dtype)
 
 
 class Attention(nn.Module):
@@ -49,6 +51,7 @@ class Attention(nn.Module):
     dropout_rate: float = 0.0
     implementation: str | None = None  # jax.nn.dot_product_attention: None | "xla" | "cudnn"
     dtype: Any = jnp.float32
+    out_features: int | None = None  # the output projection's width (default: the input's)
 
     @nn.compact
     def __call__(self, x, train: bool, bias=None):
@@ -71,8 +74,13 @@ class Attention(nn.Module):
         else:
             bias = None if bias is None else bias.astype(q.dtype)
             y = jax.nn.dot_product_attention(q, k, v, bias, implementation=self.implementation)
-        return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=dense_init, dtype=self.dtype,
-                               name="out")(y)
+        return nn.DenseGeneral(self.out_features or d, axis=(-2, -1), kernel_init=dense_init,
+                               dtype=self.dtype, name="out")(y)
+
+
+def quick_gelu(x):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with."""
+    return x * jax.nn.sigmoid(1.702 * x)
 
 
 class Mlp(nn.Module):
@@ -80,18 +88,21 @@ class Mlp(nn.Module):
     dropout_rate: float = 0.0
     gelu_approximate: bool = False
     dtype: Any = jnp.float32
+    quick_gelu: bool = False  # OpenAI CLIP's activation in place of GELU
 
     @nn.compact
     def __call__(self, x, train: bool):
         dense = partial(nn.Dense, kernel_init=dense_init, bias_init=nn.initializers.normal(1e-6),
                         dtype=self.dtype)
-        y = nn.gelu(dense(self.mlp_dim, name="fc1")(x), approximate=self.gelu_approximate)
+        y = dense(self.mlp_dim, name="fc1")(x)
+        y = quick_gelu(y) if self.quick_gelu else nn.gelu(y, approximate=self.gelu_approximate)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         return dense(x.shape[-1], name="fc2")(y)
 
 
 class EncoderBlock(nn.Module):
-    """x + attn(norm1(x)), then x + mlp(norm2(x)), each branch with dropout and drop-path."""
+    """x + attn(norm1(x)), then x + mlp(norm2(x)), each branch with dropout and drop-path.
+    `bias` is added to the attention logits (CLIP's causal text mask)."""
 
     num_heads: int
     mlp_dim: int
@@ -102,16 +113,17 @@ class EncoderBlock(nn.Module):
     attention: str | None = None
     gelu_approximate: bool = False
     dtype: Any = jnp.float32
+    quick_gelu: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, bias=None):
         norm = partial(nn.LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype)
         drop = partial(nn.Dropout, self.dropout_rate, deterministic=not train)
         y = Attention(self.num_heads, self.attention_dropout_rate, self.attention, self.dtype,
-                      name="attn")(norm(name="norm1")(x), train)
+                      name="attn")(norm(name="norm1")(x), train, bias)
         x = x + DropPath(self.drop_path_rate)(drop()(y), train)
         y = Mlp(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
-                name="mlp")(norm(name="norm2")(x), train)
+                self.quick_gelu, name="mlp")(norm(name="norm2")(x), train)
         return x + DropPath(self.drop_path_rate)(drop()(y), train)
 
 
@@ -135,6 +147,10 @@ class ViT(nn.Module):
     gelu_approximate: bool = False  # tanh GELU, as big_vision trains; exact as HF/timm/torch
     remat: bool = False  # recompute each block in the backward pass (less memory, more compute)
     dtype: Any = jnp.float32  # compute dtype; params stay float32
+    pre_norm: bool = False  # a LayerNorm on the embedded tokens before the encoder (CLIP's ln_pre)
+    patch_bias: bool = True  # False: a patch embedding without bias (CLIP)
+    quick_gelu: bool = False  # x * sigmoid(1.702 x) in the MLPs (OpenAI CLIP) instead of GELU
+    projection: int = 0  # CLIP: a bias-free Dense `proj` to this width, then unit length (0: none)
 
     @property
     def prefix_tokens(self) -> tuple[str, ...]:
@@ -144,7 +160,8 @@ class ViT(nn.Module):
     def encode(self, x, train: bool):
         """Images -> the encoder's normalised tokens [N, prefix + patches, width]; called from
         a compact __call__ (the prefix tokens' parameters are named by `prefix_tokens`)."""
-        x = PatchEmbed(self.patch_size, self.width, self.dtype, name="patch_embed")(x)
+        x = PatchEmbed(self.patch_size, self.width, self.dtype, self.patch_bias,
+                       name="patch_embed")(x)
         n = x.shape[0]
         tokens = [jnp.broadcast_to(self.param(name, nn.initializers.zeros, (1, 1, self.width))
                                    .astype(self.dtype), (n, 1, self.width))
@@ -153,12 +170,15 @@ class ViT(nn.Module):
         posemb = self.param("pos_embedding", nn.initializers.normal(0.02),
                             (1, x.shape[1], self.width))
         x = x + posemb.astype(self.dtype)
+        if self.pre_norm:
+            x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="pre_norm")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i, rate in enumerate(drop_path_rates(self.drop_path_rate, self.depth)):
             x = block(self.num_heads, self.mlp_dim, self.dropout_rate,
                       self.attention_dropout_rate, rate, self.layer_norm_eps, self.attention,
-                      self.gelu_approximate, self.dtype, name=f"block{i}")(x, train)
+                      self.gelu_approximate, self.dtype, self.quick_gelu,
+                      name=f"block{i}")(x, train)
         return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="encoder_norm")(x)
 
     @nn.compact
@@ -170,6 +190,9 @@ class ViT(nn.Module):
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
                                   name="pre_logits")(x))
+        if self.projection:  # CLIP's joint embedding: the head is then a cosine classifier
+            x = nn.Dense(self.projection, use_bias=False, dtype=self.dtype, name="proj")(x)
+            x = x / jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True).astype(x.dtype)
         return classifier(x, self.num_classes, self.head_dropout_rate, train, self.dtype,
                           kernel_init=nn.initializers.zeros)
 
@@ -193,6 +216,13 @@ def vit(size: str, patch_size: int, module: type[ViT] = ViT, **kwargs) -> ViT:
 MODELS = {f"vit_{s}{p}": partial(vit, s, p) for s, p in (
     ("ti", 16), ("s", 16), ("s", 32), ("b", 16), ("b", 32), ("b", 8), ("l", 16), ("l", 32),
     ("h", 14), ("ti", 4), ("s", 4), ("s", 8))}
+# CLIP's image towers as classifiers (fine-tune them from CLIP weights with config.init_from;
+# jaxcls/clip has the full two-tower model): ln_pre, no patch bias, QuickGELU, eps 1e-5, and
+# the unit-length projection into the joint space before the head (config.init_head=zeroshot
+# makes that head CLIP's zero-shot classifier).
+CLIP = {"pre_norm": True, "patch_bias": False, "quick_gelu": True, "layer_norm_eps": 1e-5}
+MODELS.update({f"clip_vit_{s}{p}": partial(vit, s, patch_size=p, projection=e, **CLIP)
+               for s, p, e in (("b", 32, 512), ("b", 16, 512), ("l", 14, 768))})
 IMAGE_SIZE = {"vit_ti4": 32, "vit_s4": 32, "vit_s8": 32}  # patch-4/8 ViTs are for 32x32 images
 
 

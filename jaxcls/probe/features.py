@@ -3,7 +3,7 @@
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,25 +42,42 @@ def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Arr
     return head_inputs_and_logits(model, variables, images)[0]
 
 
+def sharded_batches(fn: Callable, batch_size: int) -> tuple[Callable, int]:
+    """(run, B): `fn(variables, batch)` (arrays out) jitted with the batch split over this
+    process's devices, B being `batch_size` rounded up to a multiple of their count;
+    `run(variables, chunk)` takes any chunk of up to B rows (zero-padded to B) and returns numpy
+    arrays of as many rows as the chunk. Host arrays in, host arrays out: in a multi-process
+    run each process computes every batch it is given on its own devices."""
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",),
+                             axis_types=(jax.sharding.AxisType.Auto,))
+    batch_size = -(-batch_size // len(devices)) * len(devices)
+    jitted = jax.jit(fn, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                     out_shardings=sharding.batch_sharding(mesh))
+
+    def run(variables, chunk: np.ndarray):
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]),
+                                                 chunk.dtype)])
+        return jax.tree.map(lambda a: np.asarray(a)[:len(chunk)], jitted(variables, padded))
+
+    return run, batch_size
+
+
 def extract(model: nn.Module, variables: dict, images: np.ndarray, mean: Sequence[float],
             std: Sequence[float], batch_size: int = 256, label: str = "",
             with_logits: bool = False):
     """head_inputs of uint8 images [N, S, S, 3] (normalised by mean/std in [0, 1] units), in
-    batches split over all devices, with a progress line every 10 s; `with_logits`: the
+    batches split over this process's devices, with a progress line every 10 s; `with_logits`: the
     pair (features, logits)."""
-    mesh = sharding.make_mesh()
-    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-    fn = jax.jit(lambda v, x: head_inputs_and_logits(model, v, augment.normalize(x, mean, std)),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.batch_sharding(mesh))
+    run, batch_size = sharded_batches(
+        lambda v, x: head_inputs_and_logits(model, v, augment.normalize(x, mean, std)),
+        batch_size)
     feats, logits, last, t0 = [], [], time.monotonic(), time.monotonic()
     for s in range(0, len(images), batch_size):
         chunk = images[s:s + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]),
-                                                 chunk.dtype)])
-        f, z = fn(variables, padded)
-        feats.append(np.asarray(f)[:len(chunk)])
-        logits.append(np.asarray(z)[:len(chunk)])
+        f, z = run(variables, chunk)
+        feats.append(f)
+        logits.append(z)
         if time.monotonic() - last >= PROGRESS_EVERY_S and s + batch_size < len(images):
             logging.info("features %s: %d/%d images", label, s + len(chunk), len(images))
             last = time.monotonic()

@@ -114,7 +114,8 @@ def _is_jaxcls(path: str) -> bool:
 def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
     """The weights at `path` (file or folder) converted for registered model `model`.
 
-    layout: auto | hf | timm | torchvision | big_vision | lukemelas | jaxcls."""
+    layout: auto | hf | timm | torchvision | big_vision | lukemelas | openai | jaxcls. A CLIP
+    checkpoint (openai or hf) gives a ViT its image tower (models `clip_vit_*`)."""
     family = models.family(model)
     if layout == "jaxcls" or (layout == "auto" and _is_jaxcls(path)):
         return _read_jaxcls(path, model)
@@ -124,6 +125,10 @@ def read(path: str, model: str, layout: str = "auto") -> Checkpoint:
     source = files.read_tensors(path)
     if layout == "auto":
         layout = layouts.detect(list(source))
+    if family == "vit" and layouts.is_clip(list(source)):
+        from jaxcls.clip import weights as clip_weights  # jaxcls.clip imports this package
+
+        return clip_weights.image_tower_checkpoint(path, layout, source)
     tensors, unexpected = layouts.convert(source, family, layout)
     kwargs, pre = {}, _default_preprocessing(family, layout)
     if family == "vit":

@@ -1,7 +1,7 @@
 """Where each checkpoint layout keeps each jaxcls parameter: renaming rules per model family.
 
-A layout is `hf` (Hugging Face transformers), `timm`, `torchvision`, `big_vision` (flax .npz) or
-`lukemelas` (efficientnet_pytorch's EfficientNets).
+A layout is `hf` (Hugging Face transformers), `timm`, `torchvision`, `big_vision` (flax .npz),
+`lukemelas` (efficientnet_pytorch's EfficientNets) or `openai` (OpenAI's and open_clip's CLIP).
 Torch layouts name modules and leaves (`weight`, `bias`, `running_mean`, `running_var`); a rule
 maps a module path to a jaxcls module path and the leaf decides the rest (transposes, BatchNorm
 statistics). "Raw" rules map whole keys whose values need no transform (class token, position
@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxcls.weights import mbconv_keys
 
-LAYOUTS = ("hf", "timm", "torchvision", "big_vision", "lukemelas")
+LAYOUTS = ("hf", "timm", "torchvision", "big_vision", "lukemelas", "openai")
 Rule = tuple[str, str | Callable[[re.Match], str]]
 
 
@@ -329,6 +329,86 @@ _SWIN_HF_RAW: list[Rule] = [
     (_HF_SWIN + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
      _block("relative_position_bias_table"))]
 
+# ---- CLIP (jaxcls/clip) -----------------------------------------------------------------------
+# Both towers under one model: params/image/... (a ViT's names) and params/text/....
+# OpenAI / open_clip: `visual.*` is the image tower, the text tower sits at the top level;
+# `proj` and `text_projection` are [width, embed] matrices used as `x @ proj` (no transpose).
+_OPENAI_BLOCK = r"(visual\.)?transformer\.resblocks\.(\d+)\."
+
+
+def _clip_block(suffix: str) -> Callable[[re.Match], str]:
+    """`{image|text}/block{B}/suffix` from groups 1 (the visual. prefix or not) and 2."""
+    return lambda m: f"{'image' if m[1] else 'text'}/block{m[2]}/{m.expand(suffix)}"
+
+
+_CLIP_OPENAI: list[Rule] = [  # the text tower and a ViT image tower
+    (r"visual\.conv1", "image/patch_embed"),
+    (r"visual\.ln_pre", "image/pre_norm"),
+    (r"visual\.ln_post", "image/encoder_norm"),
+    (_OPENAI_BLOCK + r"ln_([12])", _clip_block(r"norm\3")),
+    (_OPENAI_BLOCK + r"attn\.(q|k|v)", lambda m: _clip_block(f"attn/{_QKV[m[3]]}")(m)),
+    (_OPENAI_BLOCK + r"attn\.out_proj", _clip_block("attn/out")),
+    (_OPENAI_BLOCK + r"mlp\.c_fc", _clip_block("mlp/fc1")),
+    (_OPENAI_BLOCK + r"mlp\.c_proj", _clip_block("mlp/fc2")),
+    (r"ln_final", "text/encoder_norm"),
+    (r"text_projection", "text/proj"),  # open_clip towers that hold it as an nn.Linear
+]
+_CLIP_TEXT_OPENAI_RAW: list[Rule] = [
+    (r"token_embedding\.weight", "text/token_embedding/embedding"),
+    (r"positional_embedding", "text/pos_embedding"),
+    (r"text_projection", "text/proj/kernel"),
+    (r"logit_scale", "logit_scale"),
+]
+_CLIP_OPENAI_RAW: list[Rule] = [
+    (r"visual\.class_embedding", "image/cls"),
+    (r"visual\.positional_embedding", "image/pos_embedding"),
+    (r"visual\.proj", "image/proj/kernel"),
+    *_CLIP_TEXT_OPENAI_RAW,
+]
+# RN50's ModifiedResNet image tower (jaxcls/clip/resnet.py); its attention pool's q/k/v/c_proj.
+_CLIP_RN_OPENAI: list[Rule] = [
+    (r"visual\.(conv|bn)([123])", r"image/stem_\1\2"),
+    (r"visual\.layer(\d)\.(\d+)\.(conv|bn)([123])",
+     lambda m: f"image/stage{m[1]}_block{_plus1(m, 2)}/{m[3]}{m[4]}"),
+    (r"visual\.layer(\d)\.(\d+)\.downsample\.([01])",
+     lambda m: f"image/stage{m[1]}_block{_plus1(m, 2)}/downsample_"
+               f"{'conv' if m[3] == '0' else 'bn'}"),
+    (r"visual\.attnpool\.(q|k|v)_proj", lambda m: f"image/attnpool/attn/{_QKV[m[1]]}"),
+    (r"visual\.attnpool\.c_proj", "image/attnpool/attn/out"),
+    *[rule for rule in _CLIP_OPENAI if not rule[0].startswith("visual")],
+]
+_CLIP_RN_OPENAI_RAW: list[Rule] = [
+    (r"visual\.attnpool\.positional_embedding", "image/attnpool/pos_embedding"),
+    *_CLIP_TEXT_OPENAI_RAW,
+]
+# Hugging Face CLIPModel: q/k/v already split, projections as bias-free Linears [embed, width].
+_HF_CLIP = r"(vision|text)_model\.encoder\.layers\.(\d+)\."
+
+
+def _hf_clip_block(suffix: str) -> Callable[[re.Match], str]:
+    return lambda m: f"{'image' if m[1] == 'vision' else 'text'}/block{m[2]}/{m.expand(suffix)}"
+
+
+_CLIP_HF: list[Rule] = [
+    (r"vision_model\.embeddings\.patch_embedding", "image/patch_embed"),
+    (r"vision_model\.pre_layrnorm", "image/pre_norm"),  # sic
+    (r"vision_model\.post_layernorm", "image/encoder_norm"),
+    (_HF_CLIP + r"layer_norm([12])", _hf_clip_block(r"norm\3")),
+    (_HF_CLIP + r"self_attn\.(q|k|v)_proj", lambda m: _hf_clip_block(f"attn/{_QKV[m[3]]}")(m)),
+    (_HF_CLIP + r"self_attn\.out_proj", _hf_clip_block("attn/out")),
+    (_HF_CLIP + r"mlp\.(fc1|fc2)", _hf_clip_block(r"mlp/\3")),
+    (r"text_model\.final_layer_norm", "text/encoder_norm"),
+    (r"visual_projection", "image/proj"),
+    (r"text_projection", "text/proj"),
+]
+_CLIP_HF_RAW: list[Rule] = [
+    (r"vision_model\.embeddings\.class_embedding", "image/cls"),
+    (r"vision_model\.embeddings\.position_embedding\.weight", "image/pos_embedding"),
+    (r"text_model\.embeddings\.token_embedding\.weight", "text/token_embedding/embedding"),
+    (r"text_model\.embeddings\.position_embedding\.weight", "text/pos_embedding"),
+    (r"logit_scale", "logit_scale"),
+]
+
 # (family, layout) -> (module rules, raw rules)
 RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("resnet", "hf"): (_RESNET_HF, []),
@@ -350,6 +430,9 @@ RULES: dict[tuple[str, str], tuple[list[Rule], list[Rule]]] = {
     ("regnet", "timm"): (_REGNET_TIMM, []),
     ("regnet", "hf"): (_REGNET_HF, []),
     ("coatnet", "timm"): (_COATNET_TIMM, _COATNET_TIMM_RAW),
+    ("clip", "openai"): (_CLIP_OPENAI, _CLIP_OPENAI_RAW),
+    ("clip", "hf"): (_CLIP_HF, _CLIP_HF_RAW),
+    ("clip_rn", "openai"): (_CLIP_RN_OPENAI, _CLIP_RN_OPENAI_RAW),
     **{(family, layout): (_MBCONV_TIMM, []) for family in ("efficientnet", "mobilenet")
        for layout in ("timm", "torchvision", "lukemelas")},
 }
@@ -363,15 +446,26 @@ KEY_REWRITES: dict[tuple[str, str], Callable[[dict], dict]] = {
 # Families whose models keep timm's fused `qkv` (CoAtNet's is laid out head first, not q|k|v).
 KEEP_FUSED_QKV = ("coatnet",)
 # Keys with nothing to load: BatchNorm's step counter, Hugging Face's unused pooler, Swin's
-# relative position index (a buffer older Hugging Face checkpoints store; jaxcls computes it).
+# relative position index (a buffer older Hugging Face checkpoints store; jaxcls computes it),
+# CLIP's buffers and the scalars of OpenAI's files (position ids, causal mask, sizes).
 IGNORED = re.compile(r".*num_batches_tracked|(?:vit\.|deit\.)?pooler\..*|"
-                     r".*relative_position_index|" + _AUX_HEADS)
+                     r".*relative_position_index|.*position_ids|attn_mask|"
+                     r"input_resolution|context_length|vocab_size|" + _AUX_HEADS)
+
+
+def is_clip(keys: list[str]) -> bool:
+    """Whether the keys are a CLIP model's (OpenAI / open_clip, or Hugging Face CLIPModel)."""
+    return any(k.startswith(("visual.transformer.", "vision_model.embeddings.")) for k in keys)
 
 
 def detect(keys: list[str]) -> str:
     """The layout a flat key list is written in."""
     if any(k.startswith("_conv_stem.") for k in keys):  # lukemelas' EfficientNet
         return "lukemelas"
+    if any(k.startswith("visual.") for k in keys):  # OpenAI / open_clip CLIP
+        return "openai"
+    if any(k.startswith(("vision_model.", "text_model.")) for k in keys):  # HF CLIPModel
+        return "hf"
     if any("/" in k for k in keys):
         return "big_vision"
     if any(s in k for k in keys for s in ("embeddings.patch_embeddings", "embedder.embedder",
