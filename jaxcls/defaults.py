@@ -117,6 +117,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.lookahead_power = 3.0  # ... of itself at each sync (1 at the last step: the run ends on it)
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
+    # --- knowledge distillation from a frozen teacher (jaxcls/distill/) -----------------------
+    c.distill = ml_collections.ConfigDict()  # off while distill.teacher is ""
+    c.distill.teacher = ""  # PATH | MODEL:PATH (workdir, checkpoints/STEP, weights); "a,b": mean
+    c.distill.teacher_layout = "auto"  # layout of MODEL:PATH weights (as config.init_layout)
+    c.distill.loss = "kl"  # kl (Hinton) | hard (argmax) | deit (head_dist) | function_matching
+    c.distill.alpha = 0.5  # kl, hard, deit: weight of the teacher's term (1 - alpha: labels')
+    c.distill.temperature = 4.0  # kl, function_matching: softmax temperature T (term x T^2)
+    c.distill.teacher_view = "same"  # same: the student's augmented view | independent: its own
+
     # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
     c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
     c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'

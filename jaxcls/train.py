@@ -14,6 +14,7 @@ from absl import logging
 from jaxcls import (
     checkpoint,
     defaults,
+    distill,
     losses,
     metrics,
     models,
@@ -50,7 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"devices ({jax.device_count()}) x grad_accum_steps "
                          f"({config.grad_accum_steps})")
     models.check_name(config.model)
-    create_model(config, 2)  # model_kwargs and model keys fit the model
+    distill.check(config, create_model(config, 2))  # model_kwargs and model keys fit the model
     optim.check_rules(config)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
@@ -189,6 +190,9 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int):
                 raise ValueError(f"config.{key}={config[key]!r} does not apply to "
                                  f"{config.model!r}")
             fields[key] = config[key] or None  # attention "" -> None: XLA chooses
+    if (distill.enabled(config) and config.distill.loss == "deit"
+            and hasattr(model, "distillation_output")):  # (else distill.check names the key)
+        fields["distillation_output"] = True  # train=True: both heads' logits (eval: their mean)
     return model.clone(**fields)
 
 
@@ -281,18 +285,22 @@ def augment_context(batch: dict, step: int, global_batch: int, num_train: int) -
 
 
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state,
-                  total_steps: int | None = None):
+                  total_steps: int | None = None, teacher: distill.Teacher | None = None,
+                  teacher_variables=None):
     """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated.
-    `total_steps` is the run's length (lookahead's schedule needs it)."""
+    `total_steps` is the run's length (lookahead's schedule needs it). With a `teacher`, both
+    steps take `teacher_variables` (placed already) as their last argument."""
     state_sharding = sharding.tree_shardings(mesh, abstract_state,
                                              sharding.rules(config.sharding),
                                              config.fsdp_min_size)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    train_step = jax.jit(steps.make_train_step(model, tx, config, total_steps),
-                         in_shardings=(state_sharding, batch_sharding, replicated),
+    extra = () if teacher is None else (jax.tree.map(lambda x: x.sharding, teacher_variables),)
+    train_step = jax.jit(steps.make_train_step(model, tx, config, total_steps, teacher),
+                         in_shardings=(state_sharding, batch_sharding, replicated, *extra),
                          out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(steps.make_eval_step(model, config),
-                        in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+    eval_step = jax.jit(steps.make_eval_step(model, config, teacher),
+                        in_shardings=(state_sharding, batch_sharding, *extra),
+                        out_shardings=replicated)
     return state_sharding, train_step, eval_step
 
 
@@ -342,8 +350,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     init_rng, step_rng = seed_rngs(config.seed)
     init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)
+    teacher, teacher_args = None, ()  # knowledge distillation: the frozen teacher's variables
+    if distill.enabled(config):
+        teacher, teacher_variables = distill.load(config, dataset.num_classes, mesh)
+        teacher_args = (teacher_variables,)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
-                                                          abstract_state, total_steps)
+                                                          abstract_state, total_steps,
+                                                          teacher, *teacher_args)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     logging.info("model %s: %s parameters on %d device(s); train state %.1f MiB per device "
                  "(%s)", config.model, f"{num_params:,}", jax.device_count(),
@@ -359,6 +372,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, best_metric(config),
                                    monitor.higher_is_better(best_metric(config)))
     start_step = ckpt.latest_step() or 0
+    if teacher is not None:
+        distill.check_same_teacher(workdir, teacher, *teacher_args, resuming=start_step > 0)
     if start_step:
         state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
                              train_iter)
@@ -394,7 +409,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         outputs = []
         for batch in batches:
             note_unreadable(batch, source)
-            outputs.append(eval_step(state, loader.to_global(batch, batch_sharding)))
+            outputs.append(eval_step(state, loader.to_global(batch, batch_sharding),
+                                     *teacher_args))
             stop.beat()
         if not outputs:
             raise ValueError(f"the eval split of {config.dataset!r} is empty")
@@ -463,7 +479,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 context = augment_context(batch, step, config.batch_size, len(dataset.train))
                 global_batch.update({k: jax.make_array_from_process_local_data(batch_sharding, v)
                                      for k, v in context.items()})
-            state, m = train_step(state, global_batch, step_rng)
+            state, m = train_step(state, global_batch, step_rng, *teacher_args)
             pending.append(m)
             done = step + 1
             stopping = stop.reached(done, m)  # the same step on every process
