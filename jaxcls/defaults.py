@@ -126,6 +126,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.temperature = 4.0  # kl, function_matching: softmax temperature T (term x T^2)
     c.distill.teacher_view = "same"  # same: the student's augmented view | independent: its own
 
+    # --- domain adaptation: DANN (jaxcls/adapt/) ----------------------------------------------
+    c.domain_adaptation = ml_collections.ConfigDict()  # off while domain_adaptation.target is ""
+    c.domain_adaptation.target = ""  # unlabeled target images: a dataset spec (folder:PATH)
+    c.domain_adaptation.weight = 1.0  # weight of the domain classifier's loss
+    c.domain_adaptation.gamma = 10.0  # GRL scale lambda = 2 / (1 + exp(-gamma p)) - 1, p: progress
+    c.domain_adaptation.hidden = 256  # domain classifier: hidden ReLU units (0: linear)
+
     # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
     c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
     c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'

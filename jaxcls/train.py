@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from jaxcls import (
+    adapt,
     checkpoint,
     defaults,
     distill,
@@ -55,6 +56,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     optim.check_rules(config)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
+    adapt.check(config)
     monitor.check(config)
     if config.schedule == "piecewise_linear":
         optim.check_schedule_points(config.schedule_points)
@@ -203,6 +205,9 @@ def create_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: i
     size = config.image_size
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                                                train=False))["params"]
+    if adapt.enabled(config):  # the domain classifier trains beside the model
+        params = {**params, **jax.eval_shape(
+            lambda: adapt.init_params(config, jax.random.key(0), params))}
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     return model, schedule, optim.create_optimizer(config, schedule, params, steps_per_epoch)
 
@@ -233,8 +238,10 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
 
 def state_initializer(config: ml_collections.ConfigDict, model, tx):
     """init(rng, variables=None) -> TrainState for this config (image size, EMA, lookahead)."""
+    extra = (functools.partial(adapt.init_params, config) if adapt.enabled(config) else None)
     return functools.partial(steps.init_state, model, tx, image_size=config.image_size,
-                             ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0)
+                             ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0,
+                             extra_params=extra)
 
 
 def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[tuple[str, ...], int]:
@@ -369,6 +376,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        config.seed, config.num_workers, config.num_threads,
                                        random_crop=augment.from_config(config).host_crop,
                                        class_balanced=config.class_balanced_sampler)
+    target, target_iter = None, None  # domain adaptation: target batches beside the source's
+    if adapt.enabled(config):
+        target = sources.create(adapt.target_config(config))
+        target_iter = loader.train_iterator(target.train,
+                                            config.batch_size // jax.process_count(),
+                                            config.seed + 1, config.num_workers,
+                                            config.num_threads,
+                                            random_crop=augment.from_config(config).host_crop)
+        logging.info("domain adaptation: %d target images from %s", len(target.train),
+                     config.domain_adaptation.target)
+    # With the source's classes, the target's held-out labels are evaluated too (eval_target).
+    target_eval = (target.eval if target is not None
+                   and target.class_names == dataset.class_names else None)
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, best_metric(config),
                                    monitor.higher_is_better(best_metric(config)))
     start_step = ckpt.latest_step() or 0
@@ -376,17 +396,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         distill.check_same_teacher(workdir, teacher, *teacher_args, resuming=start_step > 0)
     if start_step:
         state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
-                             train_iter)
+                             train_iter, target_iter)
         logging.info("resumed from %s", ckpt.path(start_step))
     elif pretrained:
         # Only a new head is initialised afresh (XLA prunes the rest of init), so the
         # parameters are never on the devices twice.
+        def model_part(tree):  # the weights' share of the state (DANN's classifier: fresh)
+            return {"params": {k: v for k, v in tree.params.items() if k != adapt.PARAMS_KEY},
+                    "batch_stats": tree.batch_stats}
+
         variables = weights.fit(
-            pretrained, {"params": abstract_state.params,
-                         "batch_stats": abstract_state.batch_stats},
+            pretrained, model_part(abstract_state),
             new_head=lambda: jax.jit(lambda r: weights.heads(init(r).params))(init_rng),
             replace_head=config.init_new_head)
-        variables = sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
+        variables = sharding.put(variables, model_part(state_sharding))
         state = jax.jit(lambda v: init(init_rng, variables=v),
                         out_shardings=state_sharding)(variables)
         logging.info("initialised from %s (%s layout)", config.init_from, pretrained.layout)
@@ -429,7 +452,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
-    last_eval = last_eval_ema = None
+    last_eval = last_eval_ema = last_eval_target = None
 
     def log_train(step: int) -> None:
         """Host sync point: reduce pending metrics, stop on NaN/inf, print and write them."""
@@ -466,7 +489,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def save(step: int, eval_metrics: dict | None = None) -> None:
         nonlocal t_interval
-        ckpt.save(step, state, train_iter, eval_metrics)
+        ckpt.save(step, state, train_iter, eval_metrics, target_iter)
         t_interval = time.perf_counter()
 
     collected = None  # the last eval's metrics, scores included for multilabel
@@ -479,6 +502,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 context = augment_context(batch, step, config.batch_size, len(dataset.train))
                 global_batch.update({k: jax.make_array_from_process_local_data(batch_sharding, v)
                                      for k, v in context.items()})
+            if target is not None:
+                target_batch = next(target_iter)
+                note_unreadable(target_batch, target.train)
+                target_global = loader.to_global(target_batch, batch_sharding)
+                global_batch.update(target_image=target_global["image"],
+                                    target_mask=target_global["mask"])
             state, m = train_step(state, global_batch, step_rng, *teacher_args)
             pending.append(m)
             done = step + 1
@@ -508,6 +537,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     state = state.replace(opt_state=optim.set_plateau_scale(state.opt_state,
                                                                             lr_scale))
                 early_stop = _early_stop_reason(config, evals)
+                if target_eval is not None:
+                    last_eval_target = metrics.to_host(evaluate(state, target_eval))
+                    writer.write(done, "eval_target", last_eval_target)
+                    logging.info("eval on the target domain at step %d: %s", done,
+                                 " ".join(f"{k} {v:.4f}" for k, v in last_eval_target.items()))
                 if config.ema_decay > 0:
                     ema_state = state.replace(params=state.ema_params)
                     last_eval_ema = metrics.to_host(evaluate(ema_state))
@@ -546,6 +580,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "stop_reason": early_stop,
         "final_eval": last_eval,
         "final_eval_ema": last_eval_ema,
+        "final_eval_target": last_eval_target,
         "best_metric": best_metric(config),
         "best_value": best_value,
         "best_accuracy": next((r["accuracy"] for r in evals if r["step"] == best_step), None),
