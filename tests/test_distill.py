@@ -13,7 +13,7 @@ import pytest
 
 from jaxcls import distill, evaluate, losses, steps, train
 from jaxcls.data import augment, sources
-from tests.conftest import tiny_config
+from tests.conftest import run_python, tiny_config
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -180,3 +180,28 @@ def test_bad_distill_config_fails_naming_the_key(change, error, message):
             config.distill[k] = v
     with pytest.raises(error, match=message):
         train.validate(config)
+
+
+def test_teacher_weights_are_placed_by_the_students_fsdp_rules(tmp_path):
+    """A MODEL:PATH teacher (a converted jaxcls checkpoint) on 8 simulated devices: with
+    sharding='fsdp' its big arrays are split over 'data' like the student's state."""
+    code = f"""
+import jax, jax.numpy as jnp
+from jaxcls import distill, models, sharding, weights
+from tests.conftest import run_python, tiny_config
+kwargs = dict(width=16, stage_sizes=(1, 1), stem="cifar")
+model = models.create("resnet18", 10, **kwargs)
+v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+weights.save({str(tmp_path / 't')!r}, "resnet18", jax.device_get(v), weights.Checkpoint(
+    "init", "jaxcls", {{}}, kwargs, {{"mean": (0.5,) * 3, "std": (0.5,) * 3}}, []))
+config = tiny_config(sharding="fsdp", fsdp_min_size=1024)
+config.distill.teacher = "resnet18:" + {str(tmp_path / 't')!r}
+teacher, (tv,) = distill.load(config, 10, sharding.make_mesh(config.mesh))
+split = [x.sharding.spec for x in jax.tree.leaves(tv) if x.size >= 1024]
+assert split and all("data" in spec for spec in split), split
+assert teacher.means == ((0.5,) * 3,)
+print("ok")
+"""
+    proc = run_python(code, devices=8)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.strip().endswith("ok"), out
