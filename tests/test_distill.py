@@ -205,3 +205,26 @@ print("ok")
     proc = run_python(code, devices=8)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and out.strip().endswith("ok"), out
+
+
+@pytest.mark.slow  # (CI budget) three compilations
+def test_benchmark_step_with_a_teacher_costs_its_forward(tmp_path):
+    """jaxcls.benchmark's compiled step carries the teacher: more FLOPs than without it, by
+    about the teacher's forward pass (XLA's cost analysis)."""
+    from jaxcls import benchmark, models, weights
+
+    kwargs = dict(width=16, stage_sizes=(1, 1), stem="cifar")
+    model = models.create("resnet18", 10, **kwargs)
+    v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    weights.save(str(tmp_path / "t"), "resnet18", jax.device_get(v), weights.Checkpoint(
+        "init", "jaxcls", {}, kwargs, {"mean": (0.5,) * 3, "std": (0.5,) * 3}, []))
+    config = tiny_config(dataset="synthetic")
+    config.distill.teacher = f"resnet18:{tmp_path / 't'}"
+    with_teacher = benchmark.CompiledStep(config)
+    with_teacher()  # runs with the teacher's variables
+    config.distill.teacher = ""
+    alone = benchmark.CompiledStep(config)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+        v, jnp.zeros((config.batch_size, 8, 8, 3))).compile().cost_analysis()
+    forward = (forward[0] if isinstance(forward, list) else forward)["flops"]
+    assert with_teacher.flops - alone.flops == pytest.approx(forward, rel=0.2)
