@@ -17,6 +17,10 @@ times jaxcls's compiled step beside timm's eager one on the same batch (jaxcls.b
 
 runs the accelerator suite (jaxcls.bench.gpu_suite) and prints BENCHMARKS.md rows.
 
+    python -m jaxcls.benchmark --config=configs/cifar10_distill.py --config.distill.teacher=W
+
+with a teacher, also times the same step without it (`step_ms_without_teacher`);
+
     python -m jaxcls.benchmark --config=configs/vit_b16.py --augment_cost [--config.k=v ...]
 
 measures instead what the device augmentation costs (`augment_cost`): the compiled step with
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcls import cli, sharding, train, writers
+from jaxcls import cli, distill, sharding, train, writers
 from jaxcls.data import augment
 
 
@@ -131,6 +135,10 @@ class CompiledStep:
                              out_shardings=state_sharding)(jax.random.key(0), variables)
         self.batch = synthetic_batch(config, mesh)
         self.rng = jax.random.key(3)
+        self.teacher, self.teacher_args = None, ()  # config.distill: its forward is in the step
+        if distill.enabled(config):
+            self.teacher, teacher_variables = distill.load(config, config.num_classes, mesh)
+            self.teacher_args = (teacher_variables,)
         self.compiled, self.compile_s = self.compile()
         cost = self.compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
@@ -144,15 +152,18 @@ class CompiledStep:
         same state, so variants can run in turn on one state."""
         config, model, tx, mesh, abstract_state = self._build
         _, train_step, _ = train.compile_steps(config, model, tx, mesh, abstract_state,
-                                               total_steps=10_000)  # lookahead needs a length
+                                               10_000,  # lookahead needs a length
+                                               self.teacher, *self.teacher_args)
         t = time.perf_counter()
-        compiled = train_step.lower(self.state, self.batch, self.rng).compile(compiler_options)
+        compiled = train_step.lower(self.state, self.batch, self.rng,
+                                    *self.teacher_args).compile(compiler_options)
         return compiled, time.perf_counter() - t
 
     def __call__(self, compiled=None) -> None:
         """One step of `compiled` (default: the step as built)."""
         compiled = self.compiled if compiled is None else compiled
-        self.state, self.last_metrics = compiled(self.state, self.batch, self.rng)
+        self.state, self.last_metrics = compiled(self.state, self.batch, self.rng,
+                                                 *self.teacher_args)
         jax.block_until_ready(self.state)
 
 
@@ -199,6 +210,11 @@ def run(config, num_steps: int = 10, warmup: int = 2, loop_steps: int = 30,
               "global_batch": config.batch_size,
               "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count()}
     result.update(time_compiled_step(synthetic, num_steps, warmup))
+    if distill.enabled(config):  # what the teacher's forward adds: the same step without it
+        alone = synthetic.copy_and_resolve_references()
+        alone.distill.teacher = ""
+        result["step_ms_without_teacher"] = time_compiled_step(alone, num_steps,
+                                                               warmup)["step_ms"]
     if loop_steps > 0:
         result.update(time_full_loop(config, loop_steps, log_every))
         result["loop_over_step"] = round(result["loop_step_ms"] / result["step_ms"], 3)

@@ -46,14 +46,18 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_iter, eval_metrics: dict | None = None) -> None:
-        """Starts an asynchronous save (device->host copy happens before this returns)."""
+    def save(self, step: int, state, data_iter, eval_metrics: dict | None = None,
+             target_iter=None) -> None:
+        """Starts an asynchronous save (device->host copy happens before this returns);
+        `target_iter`: a second data iterator (domain adaptation's target images)."""
+        extra = ({} if target_iter is None
+                 else {"target_iter": grain.checkpoint.CheckpointSave(target_iter)})
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data_iter=grain.checkpoint.CheckpointSave(data_iter)),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter), **extra),
             metrics=None if eval_metrics is None else {**eval_metrics, "step": step}, force=True)
 
-    def restore(self, step: int, abstract_state, data_iter):
+    def restore(self, step: int, abstract_state, data_iter, target_iter=None):
         """State at `step` laid out as `abstract_state` (ShapeDtypeStructs with shardings, so
         any mesh: orbax reshards); `data_iter` is moved to where it was when that step was saved.
 
@@ -63,12 +67,16 @@ class Checkpointer:
         """
         iter_dir = os.path.join(self.path(step), "data_iter")
         own = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        iters = {"data_iter": data_iter}
+        if target_iter is not None:
+            iters["target_iter"] = target_iter
         if os.path.exists(os.path.join(iter_dir, own)):
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+                **{k: grain.checkpoint.CheckpointRestore(it) for k, it in iters.items()}))
             return restored["state"]
-        data_iter.set_state(_shared_iterator_state(iter_dir))
+        for name, it in iters.items():
+            it.set_state(_shared_iterator_state(os.path.join(self.path(step), name)))
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
         return restored["state"]

@@ -125,6 +125,22 @@ def get_config() -> ml_collections.ConfigDict:
     c.lookahead_power = 3.0  # ... of itself at each sync (1 at the last step: the run ends on it)
     c.grad_clip_norm = 0.0  # clip gradients to this global norm (0: off)
 
+    # --- knowledge distillation from a frozen teacher (jaxcls/distill/) -----------------------
+    c.distill = ml_collections.ConfigDict()  # off while distill.teacher is ""
+    c.distill.teacher = ""  # PATH | MODEL:PATH (workdir, checkpoints/STEP, weights); "a,b": mean
+    c.distill.teacher_layout = "auto"  # layout of MODEL:PATH weights (as config.init_layout)
+    c.distill.loss = "kl"  # kl (Hinton) | hard (argmax) | deit (head_dist) | function_matching
+    c.distill.alpha = 0.5  # kl, hard, deit: weight of the teacher's term (1 - alpha: labels')
+    c.distill.temperature = 4.0  # kl, function_matching: softmax temperature T (term x T^2)
+    c.distill.teacher_view = "same"  # same: the student's augmented view | independent: its own
+
+    # --- domain adaptation: DANN (jaxcls/adapt/) ----------------------------------------------
+    c.domain_adaptation = ml_collections.ConfigDict()  # off while domain_adaptation.target is ""
+    c.domain_adaptation.target = ""  # unlabeled target images: a dataset spec (folder:PATH)
+    c.domain_adaptation.weight = 1.0  # weight of the domain classifier's loss
+    c.domain_adaptation.gamma = 10.0  # GRL scale lambda = 2 / (1 + exp(-gamma p)) - 1, p: progress
+    c.domain_adaptation.hidden = 256  # domain classifier: hidden ReLU units (0: linear)
+
     # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
     c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
     c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'

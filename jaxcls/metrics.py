@@ -36,6 +36,19 @@ class Top1TrainMetrics(Top1Metrics):
     grad_norm: metrics.Average.from_output("grad_norm")
 
 
+@flax.struct.dataclass
+class DistillMetrics(Metrics):
+    """Eval metrics of a distilled student: agreement and KL with its teacher beside accuracy."""
+    teacher_agreement: metrics.Average.from_output("teacher_agreement")
+    teacher_kl: metrics.Average.from_output("teacher_kl")
+
+
+@flax.struct.dataclass
+class Top1DistillMetrics(Top1Metrics):
+    teacher_agreement: metrics.Average.from_output("teacher_agreement")
+    teacher_kl: metrics.Average.from_output("teacher_kl")
+
+
 TOP5_MIN_CLASSES = 6  # top-5 is reported only with at least this many classes
 
 
@@ -63,6 +76,15 @@ def with_grad_norm(m: Metrics, grad_norm: jax.Array) -> TrainMetrics:
     cls = {Metrics: TrainMetrics, Top1Metrics: Top1TrainMetrics,
            MultilabelMetrics: MultilabelTrainMetrics}[type(m)]
     return cls(**fields, grad_norm=metrics.Average.from_model_output(grad_norm))
+
+
+def with_teacher(m: Metrics, agreement: jax.Array, kl: jax.Array, mask: jax.Array
+                 ) -> DistillMetrics:
+    """`m` plus per-example student-teacher top-1 agreement and KL [N], counted where mask is 1."""
+    fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)}
+    cls = {Metrics: DistillMetrics, Top1Metrics: Top1DistillMetrics}[type(m)]
+    return cls(**fields, teacher_agreement=metrics.Average.from_model_output(agreement, mask=mask),
+               teacher_kl=metrics.Average.from_model_output(kl, mask=mask))
 
 
 def merge_on_host(collections: list[metrics.Collection]) -> metrics.Collection:

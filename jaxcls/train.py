@@ -12,8 +12,10 @@ import numpy as np
 from absl import logging
 
 from jaxcls import (
+    adapt,
     checkpoint,
     defaults,
+    distill,
     losses,
     metrics,
     models,
@@ -51,11 +53,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"devices ({jax.device_count()}) x grad_accum_steps "
                          f"({config.grad_accum_steps})")
     models.check_name(config.model)
-    create_model(config, 2)  # model_kwargs and model keys fit the model
+    distill.check(config, create_model(config, 2))  # model_kwargs and model keys fit the model
     optim.check_rules(config)
     qat.check(config.quantization)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
+    adapt.check(config)
     monitor.check(config)
     if config.schedule == "piecewise_linear":
         optim.check_schedule_points(config.schedule_points)
@@ -198,6 +201,9 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int):
                 raise ValueError(f"config.{key}={config[key]!r} does not apply to "
                                  f"{config.model!r}")
             fields[key] = config[key] or None  # attention "" -> None: XLA chooses
+    if (distill.enabled(config) and config.distill.loss == "deit"
+            and hasattr(model, "distillation_output")):  # (else distill.check names the key)
+        fields["distillation_output"] = True  # train=True: both heads' logits (eval: their mean)
     return model.clone(**fields)
 
 
@@ -208,6 +214,9 @@ def create_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: i
     size = config.image_size
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                                                train=False))["params"]
+    if adapt.enabled(config):  # the domain classifier trains beside the model
+        params = {**params, **jax.eval_shape(
+            lambda: adapt.init_params(config, jax.random.key(0), params))}
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     return model, schedule, optim.create_optimizer(config, schedule, params, steps_per_epoch)
 
@@ -243,8 +252,10 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
 
 def state_initializer(config: ml_collections.ConfigDict, model, tx):
     """init(rng, variables=None) -> TrainState for this config (image size, EMA, lookahead)."""
+    extra = (functools.partial(adapt.init_params, config) if adapt.enabled(config) else None)
     return functools.partial(steps.init_state, model, tx, image_size=config.image_size,
-                             ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0)
+                             ema=config.ema_decay > 0, lookahead=config.lookahead_every > 0,
+                             extra_params=extra)
 
 
 def whitening_target(config: ml_collections.ConfigDict, params) -> tuple[tuple[str, ...], int]:
@@ -295,18 +306,22 @@ def augment_context(batch: dict, step: int, global_batch: int, num_train: int) -
 
 
 def compile_steps(config: ml_collections.ConfigDict, model, tx, mesh, abstract_state,
-                  total_steps: int | None = None):
+                  total_steps: int | None = None, teacher: distill.Teacher | None = None,
+                  teacher_variables=None):
     """(state shardings, jitted train_step, jitted eval_step) on `mesh`; the state is donated.
-    `total_steps` is the run's length (lookahead's schedule needs it)."""
+    `total_steps` is the run's length (lookahead's schedule needs it). With a `teacher`, both
+    steps take `teacher_variables` (placed already) as their last argument."""
     state_sharding = sharding.tree_shardings(mesh, abstract_state,
                                              sharding.rules(config.sharding),
                                              config.fsdp_min_size)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    train_step = jax.jit(steps.make_train_step(model, tx, config, total_steps),
-                         in_shardings=(state_sharding, batch_sharding, replicated),
+    extra = () if teacher is None else (jax.tree.map(lambda x: x.sharding, teacher_variables),)
+    train_step = jax.jit(steps.make_train_step(model, tx, config, total_steps, teacher),
+                         in_shardings=(state_sharding, batch_sharding, replicated, *extra),
                          out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(steps.make_eval_step(model, config),
-                        in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+    eval_step = jax.jit(steps.make_eval_step(model, config, teacher),
+                        in_shardings=(state_sharding, batch_sharding, *extra),
+                        out_shardings=replicated)
     return state_sharding, train_step, eval_step
 
 
@@ -357,8 +372,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     init_rng, step_rng = seed_rngs(config.seed)
     init = state_initializer(config, model, tx)
     abstract_state = jax.eval_shape(init, init_rng)
+    teacher, teacher_args = None, ()  # knowledge distillation: the frozen teacher's variables
+    if distill.enabled(config):
+        teacher, teacher_variables = distill.load(config, dataset.num_classes, mesh)
+        teacher_args = (teacher_variables,)
     state_sharding, train_step, eval_step = compile_steps(config, model, tx, mesh,
-                                                          abstract_state, total_steps)
+                                                          abstract_state, total_steps,
+                                                          teacher, *teacher_args)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     logging.info("model %s: %s parameters on %d device(s); train state %.1f MiB per device "
                  "(%s)", config.model, f"{num_params:,}", jax.device_count(),
@@ -371,15 +391,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        config.seed, config.num_workers, config.num_threads,
                                        random_crop=augment.from_config(config).host_crop,
                                        class_balanced=config.class_balanced_sampler)
+    target, target_iter = None, None  # domain adaptation: target batches beside the source's
+    if adapt.enabled(config):
+        target = sources.create(adapt.target_config(config))
+        target_iter = loader.train_iterator(target.train,
+                                            config.batch_size // jax.process_count(),
+                                            config.seed + 1, config.num_workers,
+                                            config.num_threads,
+                                            random_crop=augment.from_config(config).host_crop)
+        logging.info("domain adaptation: %d target images from %s", len(target.train),
+                     config.domain_adaptation.target)
+    # With the source's classes, the target's held-out labels are evaluated too (eval_target).
+    target_eval = (target.eval if target is not None
+                   and target.class_names == dataset.class_names else None)
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, best_metric(config),
                                    monitor.higher_is_better(best_metric(config)))
+
     def initial_variables() -> dict:
         """The pretrained variables on the devices: their head new, or zero-shot. Only a new
         head is initialised afresh (XLA prunes the rest of init), so the parameters are never
         on the devices twice."""
+        def model_part(tree):  # the weights' share of the state (DANN's classifier: fresh)
+            return {"params": {k: v for k, v in tree.params.items() if k != adapt.PARAMS_KEY},
+                    "batch_stats": tree.batch_stats}
+
         variables = weights.fit(
-            pretrained, {"params": abstract_state.params,
-                         "batch_stats": abstract_state.batch_stats},
+            pretrained, model_part(abstract_state),
             new_head=lambda: jax.jit(lambda r: weights.heads(init(r).params))(init_rng),
             replace_head=config.init_new_head)
         if config.init_head == "zeroshot":
@@ -390,16 +427,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 config.zeroshot_classes or None, config.model_kwargs.get("quick_gelu"))
             logging.info("head: CLIP's zero-shot classifier (%s templates)",
                          config.zeroshot_templates)
-        return sharding.put(variables, {k: getattr(state_sharding, k) for k in variables})
+        return sharding.put(variables, model_part(state_sharding))
 
     start_step = ckpt.latest_step() or 0
+    if teacher is not None:
+        distill.check_same_teacher(workdir, teacher, *teacher_args, resuming=start_step > 0)
     # WiSE-FT interpolates from the initial params, kept on the devices (rebuilt on resume).
     start = (initial_variables() if pretrained and (not start_step or config.wise_ft_alphas)
              else None)
     wise_ft_start = start["params"] if config.wise_ft_alphas else None
     if start_step:
         state = ckpt.restore(start_step, checkpoint.abstract(abstract_state, state_sharding),
-                             train_iter)
+                             train_iter, target_iter)
         logging.info("resumed from %s", ckpt.path(start_step))
     elif pretrained:
         state = jax.jit(lambda v: init(init_rng, variables=v), out_shardings=state_sharding)(
@@ -425,7 +464,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         outputs = []
         for batch in batches:
             note_unreadable(batch, source)
-            outputs.append(eval_step(state, loader.to_global(batch, batch_sharding)))
+            outputs.append(eval_step(state, loader.to_global(batch, batch_sharding),
+                                     *teacher_args))
             stop.beat()
         if not outputs:
             raise ValueError(f"the eval split of {config.dataset!r} is empty")
@@ -444,7 +484,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []  # per-step train metrics since the last log point, still on device
     interval_ms = []  # ms per step of each log interval (eval and checkpoint time excluded)
     t_interval, step_interval = time.perf_counter(), start_step
-    last_eval = last_eval_ema = None
+    last_eval = last_eval_ema = last_eval_target = None
     last_eval_wise_ft = {}  # alpha -> the last eval of the interpolated params
 
     def log_train(step: int) -> None:
@@ -482,7 +522,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def save(step: int, eval_metrics: dict | None = None) -> None:
         nonlocal t_interval
-        ckpt.save(step, state, train_iter, eval_metrics)
+        ckpt.save(step, state, train_iter, eval_metrics, target_iter)
         t_interval = time.perf_counter()
 
     collected = None  # the last eval's metrics, scores included for multilabel
@@ -495,7 +535,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 context = augment_context(batch, step, config.batch_size, len(dataset.train))
                 global_batch.update({k: jax.make_array_from_process_local_data(batch_sharding, v)
                                      for k, v in context.items()})
-            state, m = train_step(state, global_batch, step_rng)
+            if target is not None:
+                target_batch = next(target_iter)
+                note_unreadable(target_batch, target.train)
+                target_global = loader.to_global(target_batch, batch_sharding)
+                global_batch.update(target_image=target_global["image"],
+                                    target_mask=target_global["mask"])
+            state, m = train_step(state, global_batch, step_rng, *teacher_args)
             pending.append(m)
             done = step + 1
             stopping = stop.reached(done, m)  # the same step on every process
@@ -524,6 +570,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     state = state.replace(opt_state=optim.set_plateau_scale(state.opt_state,
                                                                             lr_scale))
                 early_stop = _early_stop_reason(config, evals)
+                if target_eval is not None:
+                    last_eval_target = metrics.to_host(evaluate(state, target_eval))
+                    writer.write(done, "eval_target", last_eval_target)
+                    logging.info("eval on the target domain at step %d: %s", done,
+                                 " ".join(f"{k} {v:.4f}" for k, v in last_eval_target.items()))
                 if config.ema_decay > 0:
                     ema_state = state.replace(params=state.ema_params)
                     last_eval_ema = metrics.to_host(evaluate(ema_state))
@@ -570,6 +621,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "final_eval": last_eval,
         "final_eval_ema": last_eval_ema,
         "final_eval_wise_ft": {f"{a:g}": v for a, v in last_eval_wise_ft.items()} or None,
+        "final_eval_target": last_eval_target,
         "best_metric": best_metric(config),
         "best_value": best_value,
         "best_accuracy": next((r["accuracy"] for r in evals if r["step"] == best_step), None),

@@ -42,6 +42,10 @@ def test_config_builds(path, tmp_path):
             with pytest.raises(ValueError, match=f"--config.{key}="):
                 train.validate(config)
             config[key] = str(tmp_path)
+    if config.distill.teacher is None:  # distillation recipes leave the teacher to the user
+        with pytest.raises(ValueError, match="--config.distill.teacher="):
+            train.validate(config)
+        config.distill.teacher = ""
     train.validate(config)
     model = train.create_model(config, 10)
     shapes = jax.eval_shape(lambda: model.init(

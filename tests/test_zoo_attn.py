@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import safetensors.torch as safetensors_torch
 
-from jaxcls import models, weights
+from jaxcls import distill, losses, models, weights
 from jaxcls.models import __main__ as listing
 from jaxcls.models import swin
 from jaxcls.weights import files, layouts
@@ -175,8 +175,9 @@ def test_deit_logits_equal_timm(refs, name, tmp_path):
 
 
 def test_distilled_deit_heads_for_distillation_and_new_classes(refs, tmp_path):
-    """Eval logits are the mean of the two heads; distillation_output gives both in training;
-    other classes get both heads afresh and keep the backbone."""
+    """Eval logits are the mean of the two heads; distillation_output gives both in training,
+    and jaxcls's DeiT distillation loss on them equals timm's; other classes get both heads
+    afresh and keep the backbone."""
     torch, _, timm = refs
     ref = _deit_timm(timm, torch, DEIT_TD)
     ref.set_distilled_training(True)
@@ -192,6 +193,26 @@ def test_distilled_deit_heads_for_distillation_and_new_classes(refs, tmp_path):
     for got, want in ((cls, want_cls), (dist, want_dist)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     assert not np.allclose(cls, dist)  # two different heads, not one read twice
+    # DeiT's hard distillation on these two heads (config.distill.loss='deit') equals timm's
+    # TokenDistillationTask (labels on the class head, the teacher's argmax on head_dist).
+    from timm.task.token_distillation import TokenDistillationTask
+
+    teacher_logits = np.random.RandomState(1).randn(2, 7).astype(np.float32)
+    labels = np.array([1, 3])
+
+    class FixedTeacher(torch.nn.Module):
+        def forward(self, images):
+            return torch.from_numpy(teacher_logits)
+
+    task = TokenDistillationTask(ref, FixedTeacher(), criterion=torch.nn.CrossEntropyLoss(),
+                                 distill_type="hard", task_loss_weight=0.5, verbose=False)
+    with torch.no_grad():
+        want_loss = task(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                         torch.from_numpy(labels))["loss"].item()
+    got, _ = distill.distillation_loss("deit", (cls, dist), jnp.asarray(labels),
+                                       jnp.asarray(teacher_logits),
+                                       losses.softmax_cross_entropy, 0.5, 1.0)
+    assert float(jnp.mean(got)) == pytest.approx(want_loss, rel=1e-5)
     eval_model = model.clone(distillation_output=False)  # the registry's eval model
     np.testing.assert_allclose(_forward(eval_model)(variables, jnp.asarray(x)), (cls + dist) / 2,
                                rtol=1e-6, atol=1e-6)

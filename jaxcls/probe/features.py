@@ -17,10 +17,10 @@ from jaxcls.data import augment
 PROGRESS_EVERY_S = 10.0
 
 
-def head_inputs_and_logits(model: nn.Module, variables: dict, images: jax.Array
-                           ) -> tuple[jax.Array, jax.Array]:
-    """(what `model`'s classifier Dense, the top-level `head` by the registry's contract,
-    receives for `images` (normalised float NHWC) as [N, D] float32, the logits)."""
+def apply_capturing_head_inputs(model: nn.Module, variables: dict, images: jax.Array,
+                                **apply_kwargs):
+    """(`model.apply(variables, images, **apply_kwargs)`'s output, what its classifier Dense,
+    the top-level `head` by the registry's contract, receives, as [N, D] float32)."""
     captured = []
 
     def intercept(next_fun, args, kwargs, context):
@@ -30,11 +30,19 @@ def head_inputs_and_logits(model: nn.Module, variables: dict, images: jax.Array
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(intercept):
-        logits = model.apply(variables, images, train=False)
+        out = model.apply(variables, images, **apply_kwargs)
     if not captured:
         raise ValueError(f"{type(model).__name__} has no top-level `head` module to probe")
     x = captured[-1]
-    return x.reshape(x.shape[0], -1).astype(jnp.float32), logits.astype(jnp.float32)
+    return out, x.reshape(x.shape[0], -1).astype(jnp.float32)
+
+
+def head_inputs_and_logits(model: nn.Module, variables: dict, images: jax.Array
+                           ) -> tuple[jax.Array, jax.Array]:
+    """(what `model`'s classifier Dense, the top-level `head` by the registry's contract,
+    receives for `images` (normalised float NHWC) as [N, D] float32, the logits)."""
+    logits, x = apply_capturing_head_inputs(model, variables, images, train=False)
+    return x, logits.astype(jnp.float32)
 
 
 def head_inputs(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
