@@ -427,7 +427,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 config.zeroshot_classes or None, config.model_kwargs.get("quick_gelu"))
             logging.info("head: CLIP's zero-shot classifier (%s templates)",
                          config.zeroshot_templates)
-        return sharding.put(variables, model_part(state_sharding))
+        shardings = model_part(state_sharding)
+        return sharding.put(variables, {k: shardings[k] for k in variables})
 
     start_step = ckpt.latest_step() or 0
     if teacher is not None:
