@@ -110,7 +110,7 @@ def test_zeroshot_and_zeroshot_head_classify_colours_by_their_names(tmp_path):
     config = tiny_config(
         dataset=f"folder:{tmp_path / 'data'}", image_size=SIZE, model="clip_vit_b16",
         init_from=str(tmp_path / "clip.safetensors"), init_head="zeroshot",
-        zeroshot_classes=",".join(COLOURS), wise_ft_alphas=(0.0, 1.0), batch_size=6,
+        zeroshot_classes=",".join(COLOURS), wise_ft_alphas=(0.0, 1.0), batch_size=4,
         num_steps=3, learning_rate=0.5)
     config.model_kwargs = ml_collections.ConfigDict(dict(
         width=WIDTH, depth=1, num_heads=1, mlp_dim=4 * WIDTH, patch_size=PATCH,
