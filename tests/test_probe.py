@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from jaxcls import models, weights
 from jaxcls.classic import baseline
 from jaxcls.probe import features
-from jaxcls.probe.__main__ import probe
+from jaxcls.probe.__main__ import network, probe
 
 
 @pytest.mark.parametrize("name,size", [("lenet5", 32),
@@ -54,3 +54,19 @@ def test_probe_of_saved_weights_equals_scikit_learn_on_the_same_features(tmp_pat
     np.testing.assert_allclose(cache["features"], feats[1], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="exactly one of --workdir"):
         probe(None, None, None, "digits", None)
+
+
+def test_probe_of_weights_without_a_head(tmp_path):
+    # Encoders saved without a classifier (CLIP's image tower, a self-supervised backbone)
+    # are probed on their features all the same.
+    model = models.create("lenet5", 10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    headless = {"params": {k: v for k, v in variables["params"].items() if k != "head"}}
+    ckpt = weights.Checkpoint(str(tmp_path / "src"), "jaxcls", {}, {},
+                              {"mean": (0.5,) * 3, "std": (0.25,) * 3, "crop_frac": 1.0}, [])
+    weights.save(str(tmp_path / "w"), "lenet5", headless, ckpt)
+    assert weights.read(str(tmp_path / "w"), "lenet5").num_classes is None
+    title, net, net_variables, *_ = network(None, str(tmp_path / "w"), "lenet5", "digits", 32)
+    x = jax.random.normal(jax.random.key(1), (3, 32, 32, 3))
+    np.testing.assert_allclose(features.head_inputs(net, net_variables, x),
+                               features.head_inputs(model, variables, x), rtol=1e-6)

@@ -44,7 +44,10 @@ def network(workdir: str | None, weights_path: str | None, model_name: str | Non
     ckpt = weights.read(weights_path, model_name)
     size = image_size or ckpt.preprocessing.get("image_size") or \
         models.DEFAULT_IMAGE_SIZE[model_name]
-    model, variables = weights.build(ckpt, model_name, image_size=size)
+    # A checkpoint without a classifier (CLIP's towers, a self-supervised encoder) gets a
+    # stand-in one-class head: the probe reads the head's inputs only.
+    model, variables = weights.build(ckpt, model_name, 1 if ckpt.num_classes is None else None,
+                                     image_size=size)
     p = ckpt.preprocessing
     return (f"{weights_path} ({model_name})", model, variables, dataset, size, p["mean"],
             p["std"], p.get("crop_frac", 1.0))

@@ -252,6 +252,7 @@ def save(directory: str, model: str, variables: dict, ckpt: Checkpoint) -> None:
     meta = {"model": model, "model_kwargs": ckpt.model_kwargs,
             "preprocessing": ckpt.preprocessing, "source": os.path.abspath(ckpt.path),
             "source_layout": ckpt.layout,
-            "num_classes": int(variables["params"]["head"]["kernel"].shape[-1])}
+            "num_classes": (int(variables["params"]["head"]["kernel"].shape[-1])
+                            if "head" in variables["params"] else None)}  # None: an encoder
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
