@@ -56,3 +56,27 @@ def test_input_benchmark_writes_its_jpegs_to_a_cache_folder(monkeypatch, tmp_pat
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert input_benchmark.default_big_dir() == str(tmp_path / "home" / ".cache" / "jaxcls" /
                                                     "big_jpegs")
+
+
+def test_augment_cost_times_the_step_with_and_without_the_augmentation(monkeypatch):
+    # The bare step must be the same run without augmentation or mixup, both on synthetic
+    # data; the augmentation alone is timed for real on the recipe's own batch.
+    from jaxcls import benchmark
+    from tests.conftest import tiny_config
+
+    timed = []
+
+    def fake_step(config, num_steps, warmup):
+        timed.append(config)
+        return {"step_ms": 10.0 if config.augment else 4.0, "compile_s": 1.0}
+
+    monkeypatch.setattr(benchmark, "time_compiled_step", fake_step)
+    config = tiny_config(augment="flip|randaugment(2,9)")
+    config.mixup.mixup_alpha = 0.2
+    result = benchmark.augment_cost(config, num_steps=2, warmup=1)
+    augmented, bare = timed
+    assert augmented.augment == config.augment and augmented.mixup.mixup_alpha == 0.2
+    assert bare.augment == "" and bare.mixup.mixup_alpha == 0.0 == bare.mixup.cutmix_alpha
+    assert augmented.dataset == bare.dataset == "synthetic" and config.dataset == "digits"
+    assert result["augment_ms"] == 6.0 and result["augment_fraction"] == 0.6
+    assert result["augment_alone_ms"] > 0
