@@ -107,3 +107,48 @@ def test_every_default_key_is_commented():
     for key in defaults.get_config().keys():
         line = next(ln for ln in source.splitlines() if ln.strip().startswith(f"c.{key} ="))
         assert "#" in line, f"config key {key} has no comment"
+
+
+def _groups(recipe: str, num_classes: int = 5, steps_per_epoch: int = 100) -> dict:
+    """{parameter path: optim.Group} of a fine-tune recipe's own config and full-size model
+    (abstract shapes: nothing is computed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcls import optim, sharding, train
+
+    config = defaults.load_config(os.path.join(ROOT, "configs", recipe))
+    model = train.create_model(config, num_classes)
+    size = config.image_size
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
+        (1, size, size, 3)), train=False))["params"]
+    groups = optim.param_groups(config, params, steps_per_epoch)
+    flat = jax.tree_util.tree_flatten_with_path(groups, is_leaf=lambda g: g is None or isinstance(
+        g, optim.Group))[0]
+    return {sharding.path_str(path): g for path, g in flat}
+
+
+def test_finetune_recipes_own_parameter_groups():
+    r50 = _groups("finetune_resnet50.py")
+    assert (r50["head/kernel"].lr, r50["head/kernel"].start) == (10.0, 0)
+    stage_lr = {"stem": 0.25, "stage1": 0.25, "stage2": 0.25, "stage3": 0.5, "stage4": 1.0}
+    for path, g in r50.items():
+        if path.startswith("head/"):
+            continue
+        assert (g.lr, g.start) == (stage_lr[path.split("_")[0]], 100), path  # after epoch 1
+        assert g.decay == (1e-4 if path.endswith("kernel") else 0.0), path  # kernels only
+
+    vit = _groups("finetune_vit_b16.py")
+    depth = 12
+    assert vit["head/kernel"].lr == pytest.approx(1.0)  # layer L + 1: no decay
+    for i in range(depth):
+        assert vit[f"block{i}/mlp/fc1/kernel"].lr == pytest.approx(0.75 ** (depth - i)), i
+    assert vit["pos_embedding"].lr == pytest.approx(0.75 ** (depth + 1))
+    assert vit["pos_embedding"].decay == 0.0 and vit["cls"].decay == 0.0
+    assert vit["block0/mlp/fc1/kernel"].decay == 0.05
+
+    for recipe in ("finetune_efficientnet_b0.py", "finetune_mobilenetv3_large.py"):
+        groups = _groups(recipe)
+        assert (groups["head/kernel"].lr, groups["head/kernel"].start) == (10.0, 0), recipe
+        body = [g for p, g in groups.items() if not p.startswith("head/")]
+        assert body and all((g.lr, g.start) == (1.0, 100) for g in body), recipe
