@@ -43,6 +43,7 @@ def get_config():
     config.optimizer = "adamw"
     config.learning_rate = 1e-3  # 5e-4 x batch / 512
     config.weight_decay = 0.05
+    config.wd_multipliers = ((r"pos_embedding|cls", 0.0),)  # no decay on embeddings, as DeiT
     config.b2 = 0.999
     config.warmup_epochs = 5
     config.min_learning_rate = 1e-5
