@@ -9,7 +9,10 @@ trained configs/cifar10_small.py teacher (16-128 channels) with Hinton's KL loss
     python -m jaxcls.main --config=configs/cifar10_distill.py --workdir=runs/c10_alone \\
         --config.distill.teacher=
 
-Measured: see the table in jaxcls/distill/__init__.py (not yet measured when written).
+Measured (2026-12-03, 2-core AMD EPYC CPU, shared; with --config.dataset=folder:/work/shared/
+data/cifar10): teacher 67.9% after 3 epochs; this student distilled from it 59.6% / 60.7%
+(seeds 0 / 1), the same student alone 56.6% / 57.8%, both after 2 epochs (390 steps); ~20 min
+wall distilled, ~15 min alone on the loaded machine. Table: jaxcls/distill/__init__.py.
 """
 
 import os

@@ -1,6 +1,6 @@
 """Source-only vs DANN on a shift built from the bundled digits.
 
-    python -m jaxcls.adapt.demo --out=runs/dann_demo --shift=blend --seeds=0,1 --num_epochs=10
+    python -m jaxcls.adapt.demo --out=runs/dann_demo --shift=blend --weight=0.1 --seeds=0,1
 
 Writes OUT/<shift>_digits/{train,test}/<class>/*.png, the digits' own 80/20 split shifted
 (the target's train labels are never read), then per seed trains configs/default.py on the
@@ -24,6 +24,7 @@ from jaxcls.data import sources
 
 flags.DEFINE_string("out", "runs/dann_demo", "output folder (target images and runs)")
 flags.DEFINE_string("seeds", "0,1", "comma-separated seeds")
+flags.DEFINE_float("weight", 1.0, "config.domain_adaptation.weight of the DANN runs")
 flags.DEFINE_enum("shift", "blend", ["blend", "invert"], "how the target domain differs")
 flags.DEFINE_float("num_epochs", 10.0, "training epochs of every run")
 flags.DEFINE_string("config", os.path.join(os.path.dirname(__file__), "..", "..", "configs",
@@ -80,6 +81,7 @@ def main(argv):
     source_test = sources.create(base).eval
     with_target = base.copy_and_resolve_references()
     with_target.domain_adaptation.target = f"folder:{target}"
+    with_target.domain_adaptation.weight = f.weight
     target_test = sources.create(adapt.target_config(with_target)).eval
     rows = []
     for seed in (int(s) for s in f.seeds.split(",")):
@@ -87,7 +89,8 @@ def main(argv):
             config = (with_target if method == "DANN" else base).copy_and_resolve_references()
             config.seed = seed
             # (source-only runs do not depend on the shift: one per seed serves every shift)
-            name = f"source_s{seed}" if method == "source only" else f"dann_{f.shift}_s{seed}"
+            name = (f"source_s{seed}" if method == "source only"
+                    else f"dann_{f.shift}_w{f.weight:g}_s{seed}")
             workdir = os.path.join(f.out, name)
             summary = train.run(config, workdir)
             rows.append({"method": method, "seed": seed,

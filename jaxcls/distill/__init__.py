@@ -19,6 +19,21 @@ unchanged). Its weights' fingerprint goes to WORKDIR/distill_teacher.json when t
 resumed run whose teacher reads differently (e.g. the teacher's workdir trained on and its best
 checkpoint moved) fails rather than continuing with another teacher. Frozen and reloaded
 identically, the teacher makes a resumed run equal an uninterrupted one (tests/test_distill.py).
+
+Measured (2026-12-03, 2-core AMD EPYC CPU shared with other jobs, CIFAR-10 folder, test split
+of 10,000): the teacher is configs/cifar10_small.py for 3 epochs (ResNet-10 at 16-128 channels,
+309k parameters: 67.9%); the student is configs/cifar10_distill.py (8-64 channels, 78k
+parameters), 2 epochs (390 steps of 256) either way, alone (`--config.distill.teacher=`) or
+distilled (kl, alpha 0.9, T 4, the teacher on the student's view):
+
+    | student (390 steps)  | seed 0 | seed 1 | mean  | agreement with teacher |
+    |----------------------|--------|--------|-------|------------------------|
+    | alone                | 56.6%  | 57.8%  | 57.2% | -                      |
+    | distilled (kl)       | 59.6%  | 60.7%  | 60.2% | 74.3% / 77.4%          |
+
+(top-1 at the last step, which was also the best of the two evals; commands in
+configs/cifar10_distill.py; wall 14-15 min per student alone, 19-20 min distilled, on the
+loaded machine.)
 """
 
 import ml_collections
