@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 from jaxcls import losses, metrics, optim
+from jaxcls.attack import training as adversarial
 from jaxcls.data import augment, tta
 
 
@@ -64,6 +65,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     pipeline = augment.from_config(config)
     loss = losses.make_loss(config)
     gather = metrics.gather_multilabel if config.task == "multilabel" else metrics.gather
+    adversarial_loss = adversarial.make_objective(config, loss)  # None: config.adversarial off
 
     def loss_and_grads(params, batch_stats, micro, rngs):
         augment_rng, dropout_rng = rngs
@@ -78,10 +80,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             # No gradient work for parameters frozen for the whole run (a linear probe
             # then costs a forward pass of the backbone).
             p = jax.tree.map(lambda x, f: jax.lax.stop_gradient(x) if f else x, p, frozen)
-            logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
-                                          train=True, mutable=["batch_stats"],
-                                          rngs={"dropout": dropout_rng})
-            per_example = loss(logits, targets)
+
+            def forward(p, x):
+                return model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                   mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+
+            if adversarial_loss is None:
+                logits, updates = forward(p, images)
+                per_example = loss(logits, targets)
+            else:  # PGD-AT or TRADES: jaxcls/attack/training.py
+                logits, per_example, updates = adversarial_loss(
+                    forward, p, images, targets, jax.random.fold_in(dropout_rng, 1))
             return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
 
         (_, (logits, per_example, updates)), grads = jax.value_and_grad(

@@ -26,6 +26,7 @@ from jaxcls import (
     weights,
     writers,
 )
+from jaxcls.attack import training as adversarial
 from jaxcls.data import augment, loader, sources, tta
 from jaxcls.models import whitening
 
@@ -54,6 +55,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     optim.check_rules(config)
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
+    adversarial.check(config)
     monitor.check(config)
     if config.schedule == "piecewise_linear":
         optim.check_schedule_points(config.schedule_points)

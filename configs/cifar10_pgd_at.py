@@ -1,0 +1,25 @@
+"""PGD adversarial training (Madry et al. 2018) of configs/cifar10_small.py's ResNet-10 on
+CIFAR-10, sized for a CPU: 3 PGD steps of 2.5 eps / 3 in the L-inf ball of radius 8/255 on
+every batch, 1 epoch.
+
+    python -m jaxcls.main --config=configs/cifar10_pgd_at.py --workdir=runs/c10_pgd_at
+    python -m jaxcls.attack --workdir=runs/c10_pgd_at --attack=pgd --eps=8/255 --steps=20
+
+Measured: not yet measured.
+"""
+
+import os
+
+from jaxcls import defaults
+
+
+def get_config():
+    config = defaults.load_config(os.path.join(os.path.dirname(__file__), "cifar10_small.py"))
+    config.adversarial.method = "pgd"  # PGD-AT: train on the attacked batch alone
+    config.adversarial.norm = "linf"  # the CIFAR-10 L-inf threat model of RobustBench
+    config.adversarial.eps = 8 / 255  # its radius
+    config.adversarial.steps = 3  # few steps: each adds a forward and backward pass
+    config.adversarial.step_size = 0.0  # 2.5 eps / steps (Madry et al.'s rule)
+    config.num_epochs = 1  # each epoch costs ~4 plain epochs (3 attack passes + the update)
+    config.eval_every_epochs = 1
+    return config
