@@ -141,6 +141,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.domain_adaptation.gamma = 10.0  # GRL scale lambda = 2 / (1 + exp(-gamma p)) - 1, p: progress
     c.domain_adaptation.hidden = 256  # domain classifier: hidden ReLU units (0: linear)
 
+    # --- adversarial training (jaxcls/attack/training.py) ---------------------------------------
+    c.adversarial = ml_collections.ConfigDict()  # train on attacked images (nested keys below)
+    c.adversarial.method = "none"  # none | pgd (PGD-AT, Madry et al.) | trades (Zhang et al.)
+    c.adversarial.norm = "linf"  # threat model of the attack: linf | l2, in pixel units [0, 1]
+    c.adversarial.eps = 8 / 255  # radius of the perturbation ball
+    c.adversarial.steps = 5  # PGD steps per training batch (the step costs ~steps + 1 passes)
+    c.adversarial.step_size = 0.0  # PGD step size (0: 2.5 * eps / steps, Madry et al.'s rule)
+    c.adversarial.beta = 6.0  # trades: weight of KL(clean || adversarial) beside the clean loss
+
     # --- devices and sharding (jaxcls/sharding.py) ----------------------------------------------
     c.mesh = (("data", -1),)  # mesh axes (name, size), -1: the rest; the batch splits over all
     c.sharding = "dp"  # dp: train state replicated | fsdp: its big arrays split over 'data'

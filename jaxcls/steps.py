@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from jaxcls import adapt, distill, losses, metrics, optim
+from jaxcls.attack import training as adversarial
 from jaxcls.data import augment, tta
 from jaxcls.probe import features
 
@@ -77,6 +78,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     pipeline = augment.from_config(config)
     loss = losses.make_loss(config)
     gather = metrics.gather_multilabel if config.task == "multilabel" else metrics.gather
+    adversarial_loss = adversarial.make_objective(config, loss)  # None: config.adversarial off
 
     def loss_and_grads(params, batch_stats, micro, rngs, teacher_variables, lam):
         augment_rng, dropout_rng = rngs
@@ -105,6 +107,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             variables = {"params": p, "batch_stats": batch_stats}
             apply_kwargs = dict(train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
             domain = 0.0
+            if adversarial_loss is not None:  # PGD-AT or TRADES: jaxcls/attack/training.py
+                def forward(p_, x):
+                    return model.apply({"params": p_, "batch_stats": batch_stats}, x,
+                                       **apply_kwargs)
+
+                logits, per_example, updates = adversarial_loss(
+                    forward, p, images, targets, jax.random.fold_in(dropout_rng, 1))
+                return jnp.sum(per_example * micro["mask"]), (logits, per_example, updates)
             if not dann:
                 output, updates = model.apply(variables, images, **apply_kwargs)
             else:  # source and target in one forward; DANN's loss on the head's inputs

@@ -28,6 +28,7 @@ from jaxcls import (
     weights,
     writers,
 )
+from jaxcls.attack import training as adversarial
 from jaxcls.data import augment, loader, sources, tta
 from jaxcls.models import whitening
 from jaxcls.quantize import qat
@@ -59,6 +60,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     augment.from_config(config)  # ops, their arguments and order; config.mixup's keys
     losses.check(config)
     adapt.check(config)
+    adversarial.check(config)
+    if config.adversarial.method != "none" and (distill.enabled(config) or adapt.enabled(config)):
+        raise ValueError(f"config.adversarial.method={config.adversarial.method!r} trains on "
+                         f"attacked images alone: it does not combine with config.distill or "
+                         f"config.domain_adaptation")
     monitor.check(config)
     if config.schedule == "piecewise_linear":
         optim.check_schedule_points(config.schedule_points)
