@@ -193,8 +193,8 @@ def attack_run(workdir: str, spec: attacks.Spec, eps_text: str | None = None,
     clean_correct = out["clean_log_probs"].argmax(-1) == labels
     robust_correct = clean_correct & (out["adv_log_probs"].argmax(-1) == labels)
     clean, robust = float(clean_correct.mean()), float(robust_correct.mean())
-    head = {"workdir": os.path.abspath(workdir), "checkpoint": run.step_dir, "split": split,
-            "ema": ema, "attack": {**spec.__dict__, "eps_text": eps_text,
+    head = {"workdirs": [os.path.abspath(workdir)], "checkpoints": [run.step_dir], "split": split,
+            "tta": "", "ema": ema, "attack": {**spec.__dict__, "eps_text": eps_text,
                                    "description": spec.describe(), "seed": seed},
             "examples": int(len(labels)), "skipped": len(source) - len(labels),
             "clean_accuracy": clean, "robust_accuracy": robust,
