@@ -14,6 +14,11 @@ the penultimate features of both halves (the input of the model's `head`, captur
 labelled held-out images with the source's classes, every eval also reports them as split
 `eval_target` in metrics.jsonl. The target iterator's position is checkpointed beside the
 source's, so a resumed run draws the same target batches.
+
+Measured (2026-12-03, 2-core AMD EPYC CPU; `python -m jaxcls.adapt.demo --shift=blend
+--weight=0.1 --seeds=0,1`): digits -> MNIST-M-style blended digits, target top-1 35.6% / 44.2%
+with DANN against 27.2% / 38.3% source-only (seeds 0 / 1); at weight 1.0, DANN lost to
+source-only on that shift and on inverted digits (BENCHMARKS.md, "Domain adaptation").
 """
 
 import jax
