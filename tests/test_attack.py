@@ -361,6 +361,7 @@ def test_trades_objective_is_clean_loss_plus_beta_kl():
         train.validate(bad)
 
 
+@pytest.mark.slow  # (CI budget) a whole training run; the objectives are tested above
 def test_pgd_adversarial_training_runs_in_the_train_loop(tmp_path):
     config = tiny_config(num_steps=3)
     config.adversarial.update(method="pgd", steps=2)
