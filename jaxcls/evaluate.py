@@ -203,10 +203,18 @@ def predict_source(run: Run, source, tta_spec: str = "") -> dict[str, np.ndarray
         if i + 1 == num_batches or time.monotonic() - last_log >= sources.PROGRESS_EVERY_S:
             logging.info("predicted %d/%d batches", i + 1, num_batches)
             last_log = time.monotonic()
+    out = in_source_order(parts)
+    out["labels"] = out.pop("label")
+    return out
+
+
+def in_source_order(parts: list[dict]) -> dict[str, np.ndarray]:
+    """Gathered batches (each with "mask" and "index") joined, padding dropped, sorted by
+    index: one row per real example in source order."""
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keep = out.pop("mask") > 0
     order = np.argsort(out["index"][keep], kind="stable")
-    return {("labels" if k == "label" else k): v[keep][order] for k, v in out.items()}
+    return {k: v[keep][order] for k, v in out.items()}
 
 
 def ensemble(log_probs: list[np.ndarray]) -> np.ndarray:

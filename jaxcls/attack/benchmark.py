@@ -118,10 +118,7 @@ def attack_source(run: evaluate.Run, source, spec: attacks.Spec, seed: int = 0,
         if i + 1 == num_batches or time.monotonic() - last_log >= sources.PROGRESS_EVERY_S:
             logging.info("attacked %d/%d batches", i + 1, num_batches)
             last_log = time.monotonic()
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    keep = out.pop("mask") > 0
-    order = np.argsort(out["index"][keep], kind="stable")
-    result = {k: v[keep][order] for k, v in out.items()}
+    result = evaluate.in_source_order(parts)
     result["shown"] = shown
     return result
 
